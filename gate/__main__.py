@@ -1,0 +1,86 @@
+"""`python -m gate [--config PATH] [--host H] [--port P]` — the only reader of the
+environment and of argv, and the only place logging is configured."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from aiohttp import web
+
+from .app import create_app
+from .config import ConfigError, GateConfig, load_config
+
+log = logging.getLogger("gate")
+
+SHUTDOWN_GRACE_SECONDS = 30.0
+
+
+def parse_args(argv: Sequence[str] | None, env: Mapping[str, str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m gate", description="Execwall OR Gate")
+    parser.add_argument(
+        "--config", type=Path, default=Path(env.get("CONFIG_PATH", "configs/policy.yaml"))
+    )
+    parser.add_argument("--host", default=env.get("ADAPTER_HOST", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=None)
+    parser.add_argument("--log-level", default=env.get("GATE_LOG_LEVEL", "INFO"))
+    args = parser.parse_args(argv)
+    if args.port is None:
+        raw = env.get("ADAPTER_PORT", "8080")
+        try:
+            args.port = int(raw)
+        except ValueError:
+            parser.error(f"ADAPTER_PORT must be a port number, not {raw!r}")
+    return args
+
+
+async def serve(app: web.Application, host: str, port: int) -> None:
+    """Serve until SIGTERM/SIGINT, then stop taking requests, let the ones in flight
+    finish (up to the grace period), settle and flush."""
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port, shutdown_timeout=SHUTDOWN_GRACE_SECONDS)
+        await site.start()
+        for bound_host, bound_port in (a[:2] for a in runner.addresses):
+            print(f"gate listening on http://{bound_host}:{bound_port}", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("stopping: no new requests; waiting for those in flight")
+    finally:
+        await runner.cleanup()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    env = dict(os.environ)
+    args = parse_args(argv, env)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        cfg: GateConfig = load_config(args.config, env)
+    except ConfigError as err:
+        for problem in err.problems:
+            print(f"gate: {problem}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(serve(create_app(cfg, env=env), args.host, args.port))
+    except OSError as exc:
+        print(f"gate: cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""The admin API under /api: spend, budgets, resets, reload, health.
+
+With an admin token set, every call but health needs `Authorization: Bearer <token>`;
+without one, GETs are open and changes are refused — an agent on loopback must not be
+able to raise or reset its own budget.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
+from decimal import Decimal
+from typing import Any
+
+from aiohttp import web
+
+from .config import ConfigError, load_config
+from .context import GATE, Gate
+from .cost import to_decimal
+from .errors import AUTHENTICATION, INVALID_REQUEST, NOT_FOUND, PERMISSION, GateError
+from .intake import bearer
+from .jsonfmt import dumps
+from .upstream import Upstream
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+OPEN_PATHS = frozenset({"/api/health"})
+RELOAD_ENV: web.AppKey[Mapping[str, str]] = web.AppKey("reload_env")
+
+
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.json_response(body, status=status, dumps=dumps)
+
+
+def check_admin(request: web.Request, token: str | None) -> None:
+    if token is None:
+        if request.method in ("GET", "HEAD"):
+            return
+        raise GateError(
+            403,
+            PERMISSION,
+            "admin changes are disabled: set GATE_ADMIN_TOKEN (or cost_routing.admin_token) "
+            "and send it as Authorization: Bearer <token>",
+        )
+    given = bearer(request) or ""
+    if not hmac.compare_digest(given.encode(), token.encode()):
+        raise GateError(401, AUTHENTICATION, "admin token required", {"WWW-Authenticate": "Bearer"})
+
+
+@web.middleware
+async def admin_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path not in OPEN_PATHS:
+        check_admin(request, request.config_dict[GATE].config.admin_token)
+    return await handler(request)
+
+
+def _view(gate: Gate, agent_id: str) -> dict[str, Any]:
+    view = gate.ledger.view(agent_id)
+    if view is None:
+        raise GateError(404, NOT_FOUND, f"agent '{agent_id}' is not configured")
+    return view
+
+
+async def health(request: web.Request) -> web.Response:
+    gate = request.config_dict[GATE]
+    spend_log = gate.ledger.spend_log
+    body: dict[str, Any] = {
+        "status": "ok" if spend_log.error is None else "degraded",
+        "agents": len(gate.ledger.agent_ids()),
+        "open_holds": len(gate.ledger.open_holds()),
+        "prices_loaded": gate.prices.loaded,
+    }
+    if spend_log.error is not None:
+        body["spend_log_error"] = spend_log.error
+    return _json(body, status=200 if spend_log.error is None else 503)
+
+
+async def spend_all(request: web.Request) -> web.Response:
+    gate = request.config_dict[GATE]
+    return _json({"agents": {a: _view(gate, a) for a in gate.ledger.agent_ids()}})
+
+
+async def spend_one(request: web.Request) -> web.Response:
+    return _json(_view(request.config_dict[GATE], request.match_info["agent_id"]))
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError:
+        raise GateError(400, INVALID_REQUEST, "body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise GateError(400, INVALID_REQUEST, "body must be a JSON object")
+    return body
+
+
+def _amount(body: dict[str, Any], key: str) -> Decimal | None:
+    if key not in body:
+        return None
+    value = body[key]
+    amount = None if isinstance(value, str) else to_decimal(value)
+    if amount is None or amount < 0:
+        raise GateError(400, INVALID_REQUEST, f"'{key}' must be a number >= 0")
+    return amount
+
+
+async def set_budget(request: web.Request) -> web.Response:
+    gate = request.config_dict[GATE]
+    agent_id = request.match_info["agent_id"]
+    _view(gate, agent_id)
+    body = await _json_body(request)
+    unknown = sorted(set(body) - {"budget_total", "budget_spent"})
+    if unknown:
+        raise GateError(400, INVALID_REQUEST, f"unknown field(s): {', '.join(unknown)}")
+    total, spent = _amount(body, "budget_total"), _amount(body, "budget_spent")
+    if total is None and spent is None:
+        raise GateError(400, INVALID_REQUEST, "give budget_total and/or budget_spent")
+    await gate.ledger.set_budget(agent_id, total, spent)
+    return _json(_view(gate, agent_id))
+
+
+async def reset(request: web.Request) -> web.Response:
+    gate = request.config_dict[GATE]
+    agent_id = request.match_info["agent_id"]
+    _view(gate, agent_id)
+    await gate.ledger.reset(agent_id)
+    return _json(_view(gate, agent_id))
+
+
+async def reload(request: web.Request) -> web.Response:
+    gate = request.config_dict[GATE]
+    source = gate.config.source
+    if source is None:
+        raise GateError(400, INVALID_REQUEST, "this gate was not started from a config file")
+    try:
+        new = load_config(source, request.app[RELOAD_ENV])
+    except ConfigError as err:
+        raise GateError(
+            400,
+            INVALID_REQUEST,
+            "config refused; the old one stays in force: " + "; ".join(err.problems),
+        ) from None
+    notes = []
+    if new.spend_log != gate.config.spend_log:
+        notes.append("spend_log changes take effect at the next start")
+        new = replace(new, spend_log=gate.config.spend_log)
+    gate.config = new
+    gate.upstream = Upstream(gate.upstream.session, new.openrouter, new.retry)
+    gate.ledger.apply_policies(new.agents)
+    gate.metrics.known_agents = frozenset(new.agents)
+    return _json({"status": "reloaded", "agents": sorted(new.agents), "notes": notes})
+
+
+def create_admin_app(env: dict[str, str]) -> web.Application:
+    admin = web.Application(middlewares=[admin_auth])
+    admin[RELOAD_ENV] = env
+    admin.router.add_get("/health", health)
+    admin.router.add_get("/spend", spend_all)
+    admin.router.add_get("/spend/{agent_id}", spend_one)
+    admin.router.add_post("/budget/{agent_id}", set_budget)
+    admin.router.add_post("/reset/{agent_id}", reset)
+    admin.router.add_post("/reload", reload)
+    return admin

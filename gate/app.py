@@ -1,0 +1,103 @@
+"""`create_app(cfg)`: the route table, the middleware, and every resource's life cycle."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Mapping
+
+import aiohttp
+from aiohttp import web
+
+from .admin import check_admin, create_admin_app
+from .config import GateConfig
+from .context import GATE, Gate
+from .errors import SERVER_ERROR, GateError, error_response, gate_error_response, type_for_status
+from .ledger import Clock, Ledger, utc_now
+from .metrics import Metrics
+from .prices import PriceTable
+from .proxy import chat_completions, list_models
+from .reconcile import reconcile_open_holds
+from .spendlog import SpendLog, read_records
+from .upstream import Upstream
+
+log = logging.getLogger(__name__)
+
+CONFIG = web.AppKey("config", GateConfig)
+CLOCK: web.AppKey[Clock] = web.AppKey("clock")
+
+
+@web.middleware
+async def error_middleware(
+    request: web.Request, handler: aiohttp.typedefs.Handler
+) -> web.StreamResponse:
+    """Every error the gate answers itself leaves here, in OpenAI's shape."""
+    try:
+        return await handler(request)
+    except GateError as err:
+        return gate_error_response(err)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
+        return error_response(exc.status, type_for_status(exc.status), exc.reason, headers)
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(500, SERVER_ERROR, "internal error in the gate")
+
+
+async def metrics(request: web.Request) -> web.Response:
+    gate = request.app[GATE]
+    check_admin(request, gate.config.admin_token)
+    return web.Response(body=gate.metrics.render(), content_type="text/plain", charset="utf-8")
+
+
+async def resources(app: web.Application) -> AsyncIterator[None]:
+    """Open everything the gate needs; close it in reverse, even after a failure."""
+    cfg = app[CONFIG]
+    spend_log = SpendLog(cfg.spend_log, fsync=cfg.spend_log_fsync)
+    await spend_log.start()
+    try:
+        ledger = Ledger(cfg.agents, spend_log, app[CLOCK])
+        count = await asyncio.to_thread(lambda: ledger.replay(read_records(cfg.spend_log)))
+        log.info("spend log: %d lines replayed, %d holds open", count, len(ledger.open_holds()))
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            gate = Gate(
+                config=cfg,
+                ledger=ledger,
+                upstream=Upstream(session, cfg.openrouter, cfg.retry),
+                prices=PriceTable(),
+                metrics=Metrics(cfg.agents),
+            )
+            app[GATE] = gate
+            auth = f"Bearer {cfg.openrouter.api_key}" if cfg.openrouter.api_key else None
+            tasks = [
+                asyncio.create_task(gate.prices.keep_fresh(gate.upstream, auth), name="prices"),
+                asyncio.create_task(reconcile_open_holds(gate), name="reconcile"),
+            ]
+            try:
+                yield
+            finally:
+                for task in tasks:
+                    task.cancel()
+                for task in tasks:
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+    finally:
+        await spend_log.close()
+
+
+def create_app(
+    cfg: GateConfig, *, env: Mapping[str, str] | None = None, clock: Clock = utc_now
+) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], client_max_size=cfg.limits.max_body_bytes)
+    app[CONFIG] = cfg
+    app[CLOCK] = clock
+    app.cleanup_ctx.append(resources)
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/metrics", metrics)
+    app.add_subapp("/api", create_admin_app(dict(env or {})))
+    return app

@@ -1,0 +1,535 @@
+"""Typed gate configuration, built once at load.
+
+`parse_config(raw, env, base_dir)` is pure: it turns the `cost_routing:` mapping into
+frozen dataclasses, replacing `${VAR}` / `${VAR:-default}` from `env`, and raises
+`ConfigError` listing every problem with its YAML path. `load_config(path, env)` reads
+the file with `YAML(typ="safe")` and calls it.
+
+Interpolation happens only in the values the gate reads, so an unset variable is a
+problem exactly where the gate would use it (never inside a disabled `console` block).
+`${VAR:-default}` takes the default when VAR is unset or empty, as the shell does. A
+value that comes out empty counts as absent (the field's default, or None for keys).
+A field that wants a number or a bool accepts text only when it came from `${...}`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from difflib import get_close_matches
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+from urllib.parse import urlsplit
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+
+PERIODS = ("daily", "weekly", "monthly", "never")
+BUDGET_SOURCES = ("config", "jetpatch")
+
+
+class ConfigError(Exception):
+    """Every problem in a config, one line each, each naming its YAML path."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True, slots=True)
+class Tier:
+    name: str
+    threshold: Decimal
+    models: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AgentPolicy:
+    agent_id: str
+    budget_total: Decimal
+    budget_spent: Decimal
+    budget_source: str
+    period: str
+    hard_cap: bool
+    tiers: tuple[Tier, ...]  # sorted by threshold, highest first
+    api_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OpenRouterConfig:
+    base_url: str  # no trailing slash, e.g. https://openrouter.ai/api/v1
+    api_key: str | None  # None: pass the client's Authorization through
+    timeout_seconds: float = 120.0  # idle time allowed between upstream reads
+    connect_timeout_seconds: float = 10.0
+    drain_timeout_seconds: float = 30.0  # reading on after the client left, for the usage
+    prices_refresh_seconds: float = 3600.0
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryConfig:
+    max_retries: int = 3
+    backoff_seconds: float = 0.5
+    max_backoff_seconds: float = 8.0
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    max_body_bytes: int = 10 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class HoldsConfig:
+    default_max_tokens: int = 4096
+    unknown_model_usd_per_token: Decimal = Decimal("0.00005")
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleConfig:
+    enabled: bool = False
+    url: str | None = None
+    sync_interval_seconds: float = 60.0
+    api_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AlertsConfig:
+    webhook_url: str | None = None
+    format: str = "slack"
+
+
+@dataclass(frozen=True, slots=True)
+class SpendStoreConfig:
+    backend: str = "jsonl"
+    url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GateConfig:
+    spend_log: Path
+    openrouter: OpenRouterConfig
+    agents: Mapping[str, AgentPolicy]
+    admin_token: str | None = None
+    spend_log_fsync: bool = False
+    retry: RetryConfig = field(default_factory=RetryConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    holds: HoldsConfig = field(default_factory=HoldsConfig)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    spend_store: SpendStoreConfig = field(default_factory=SpendStoreConfig)
+    source: Path | None = None  # the file it was read from, for /api/reload
+
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}")
+_AGENT_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_TIER_NAME = re.compile(r"[\x21-\x7e]([\x20-\x7e]{0,62}[\x21-\x7e])?")  # header-safe text
+_MODEL_ID = re.compile(r"[^\s,]+")  # ids travel comma-separated in a response header
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_GATE_HEADERS = frozenset({"authorization", "host", "content-length", "transfer-encoding"})
+
+_TOP_KEYS = ("spend_log", "spend_log_fsync", "admin_token", "openrouter", "retry", "limits",
+             "holds", "console", "alerts", "spend_store", "agents")
+_OPENROUTER_KEYS = ("base_url", "api_key", "timeout_seconds", "connect_timeout_seconds",
+                    "drain_timeout_seconds", "prices_refresh_seconds", "headers")
+_AGENT_KEYS = ("budget_total", "budget_spent", "budget_source", "period", "hard_cap",
+               "api_key", "tiers")
+_TIER_KEYS = ("threshold", "models", "name")
+_ROOT = "cost_routing"
+_OR = OpenRouterConfig(base_url="", api_key=None)  # field defaults
+_ABSENT = object()  # missing, null or empty
+_FAILED = object()  # already reported (an unset ${VAR})
+
+
+class _EnvText(str):
+    """Text produced by `${...}` interpolation; number and bool fields may parse it."""
+
+    __slots__ = ()
+
+
+class _Reader:
+    """Reads typed values out of YAML mappings, collecting problems instead of raising."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.problems: list[str] = []
+
+    def fail(self, path: str, message: str) -> None:
+        self.problems.append(f"{path}: {message}")
+
+    def mapping(self, value: object, path: str) -> Mapping[Any, Any] | None:
+        if value is None:
+            return {}
+        if isinstance(value, Mapping):
+            return value
+        self.fail(path, "must be a mapping")
+        return None
+
+    def section(self, m: Mapping[Any, Any], key: str, path: str,
+                known: tuple[str, ...] | None = None) -> Mapping[Any, Any]:
+        sub = self.mapping(m.get(key), f"{path}.{key}") or {}
+        if known is not None:
+            self.unknown(sub, f"{path}.{key}", known)
+        return sub
+
+    def unknown(self, m: Mapping[Any, Any], path: str, known: tuple[str, ...]) -> None:
+        for key in m:
+            if key not in known:
+                near = get_close_matches(str(key), known, n=1)
+                self.fail(f"{path}.{key}", "unknown key" + (f" (did you mean {near[0]}?)"
+                                                           if near else ""))
+
+    def interpolate(self, text: str, path: str) -> object:
+        unset: list[str] = []
+
+        def replace(match: re.Match[str]) -> str:
+            name, has_default, default = match.group(1, 2, 3)
+            value = self.env.get(name)
+            if has_default is not None and not value:
+                return str(default)
+            if value is None:
+                unset.append(name)
+                return ""
+            return value
+
+        out, count = _VAR.subn(replace, text)
+        for name in unset:
+            self.fail(path, f"environment variable {name} is not set")
+        return _FAILED if unset else _EnvText(out) if count else out
+
+    def get(self, m: Mapping[Any, Any], key: str, path: str) -> object:
+        value = m.get(key)
+        if isinstance(value, str):
+            value = self.interpolate(value, f"{path}.{key}")
+        return _ABSENT if value is None or value == "" else value
+
+    def text(self, m: Mapping[Any, Any], key: str, path: str, *,
+             required: bool = False) -> str | None:
+        value = self.get(m, key, path)
+        if value is _ABSENT and required:
+            self.fail(f"{path}.{key}", "is required")
+        if value is _ABSENT or value is _FAILED:
+            return None
+        if not isinstance(value, str):
+            self.fail(f"{path}.{key}", "must be a string")
+            return None
+        return str(value)
+
+    def url(self, m: Mapping[Any, Any], key: str, path: str, *, required: bool = False,
+            schemes: tuple[str, ...] = ("http", "https"), plain: bool = True) -> str | None:
+        """A URL with a host; `plain`: without a query (a base other paths are added to)."""
+        value = self.text(m, key, path, required=required)
+        if value is not None and not _is_url(value, schemes, plain):
+            kind = "an http(s)" if "http" in schemes else f"a {schemes[0]}://"
+            self.fail(f"{path}.{key}", f"must be {kind} URL")
+            return None
+        return value.rstrip("/") if value else None
+
+    def choice(self, m: Mapping[Any, Any], key: str, path: str, options: tuple[str, ...],
+               default: str) -> str:
+        value = self.text(m, key, path)
+        if value is not None and value not in options:
+            self.fail(f"{path}.{key}", f"must be one of {', '.join(options)}")
+        return value if value in options else default
+
+    def flag(self, m: Mapping[Any, Any], key: str, path: str, default: bool) -> bool:
+        value = self.get(m, key, path)
+        if value is _ABSENT or value is _FAILED:
+            return default
+        if isinstance(value, _EnvText) and value.strip().lower() in ("true", "false"):
+            return value.strip().lower() == "true"
+        if isinstance(value, bool):
+            return value
+        self.fail(f"{path}.{key}", "must be true or false")
+        return default
+
+    def number(self, m: Mapping[Any, Any], key: str, path: str, *, required: bool = False,
+               positive: bool = False, high: Decimal | None = None,
+               whole: bool = False) -> Decimal | None:
+        """A number >= 0 (> 0 when `positive`, <= `high`); None when absent or reported."""
+        value, where = self.get(m, key, path), f"{path}.{key}"
+        if value is _ABSENT and required:
+            self.fail(where, "is required")
+        if value is _ABSENT or value is _FAILED:
+            return None
+        number = _as_decimal(value)
+        if number is None or (whole and number != number.to_integral_value()):
+            self.fail(where, "must be a whole number" if whole else "must be a number")
+        elif high is not None and not 0 <= number <= high:
+            self.fail(where, f"must be within 0..{high}")
+        elif positive and number <= 0:
+            self.fail(where, "must be greater than 0")
+        elif number < 0:
+            self.fail(where, "must not be negative")
+        else:
+            return number
+        return None
+
+    def decimal(self, m: Mapping[Any, Any], key: str, path: str, default: Decimal, *,
+                required: bool = False) -> Decimal:
+        value = self.number(m, key, path, required=required)
+        return default if value is None else value
+
+    def seconds(self, m: Mapping[Any, Any], key: str, path: str, default: float, *,
+                positive: bool = True) -> float:
+        value = self.number(m, key, path, positive=positive)
+        return default if value is None else float(value)
+
+    def integer(self, m: Mapping[Any, Any], key: str, path: str, default: int, *,
+                positive: bool = False) -> int:
+        value = self.number(m, key, path, positive=positive, whole=True)
+        return default if value is None else int(value)
+
+
+def _as_decimal(value: object) -> Decimal | None:
+    if isinstance(value, _EnvText):
+        try:
+            number = Decimal(value.strip())
+        except InvalidOperation:
+            return None
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        number = Decimal(str(value))
+    else:
+        return None
+    return number if number.is_finite() else None
+
+
+def _is_url(text: str, schemes: tuple[str, ...], plain: bool) -> bool:
+    try:
+        parts = urlsplit(text)
+        _ = parts.port  # raises on a malformed port
+    except ValueError:
+        return False
+    return (parts.scheme in schemes and bool(parts.hostname) and not parts.fragment
+            and not (plain and parts.query) and not any(c.isspace() for c in text))
+
+
+def _openrouter(r: _Reader, root: Mapping[Any, Any]) -> OpenRouterConfig:
+    p = f"{_ROOT}.openrouter"
+    if (m := r.mapping(root.get("openrouter"), p)) is None:
+        return _OR
+    r.unknown(m, p, _OPENROUTER_KEYS)
+    api_key = r.text(m, "api_key", p)
+    return OpenRouterConfig(
+        base_url=r.url(m, "base_url", p, required=True) or "",
+        api_key=(api_key.strip() or None) if api_key else None,
+        timeout_seconds=r.seconds(m, "timeout_seconds", p, _OR.timeout_seconds),
+        connect_timeout_seconds=r.seconds(m, "connect_timeout_seconds", p,
+                                          _OR.connect_timeout_seconds),
+        drain_timeout_seconds=r.seconds(m, "drain_timeout_seconds", p, _OR.drain_timeout_seconds),
+        prices_refresh_seconds=r.seconds(m, "prices_refresh_seconds", p,
+                                         _OR.prices_refresh_seconds),
+        headers=_headers(r, r.section(m, "headers", p), f"{p}.headers"),
+    )
+
+
+def _headers(r: _Reader, m: Mapping[Any, Any], p: str) -> Mapping[str, str]:
+    out: dict[str, str] = {}
+    for name in m:
+        if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
+            r.fail(f"{p}.{name}", "must be a valid header name")
+        elif name.lower() in _GATE_HEADERS:
+            r.fail(f"{p}.{name}", "is set by the gate and cannot be configured")
+        elif (value := r.text(m, name, p)) is not None:
+            if "\r" in value or "\n" in value:
+                r.fail(f"{p}.{name}", "must be a single line")
+            out[name] = value
+    return MappingProxyType(out)
+
+
+def _console(r: _Reader, root: Mapping[Any, Any]) -> ConsoleConfig:
+    p, d = f"{_ROOT}.console", ConsoleConfig()
+    m = r.section(root, "console", _ROOT)
+    if not r.flag(m, "enabled", p, d.enabled):
+        return d  # a disabled block is not read any further
+    r.unknown(m, p, ("enabled", "url", "sync_interval_seconds", "api_key"))
+    return ConsoleConfig(
+        enabled=True,
+        url=r.url(m, "url", p, required=True),
+        sync_interval_seconds=r.seconds(m, "sync_interval_seconds", p, d.sync_interval_seconds),
+        api_key=r.text(m, "api_key", p) or r.env.get("JETPATCH_API_KEY") or None,
+    )
+
+
+def _spend_store(r: _Reader, root: Mapping[Any, Any]) -> SpendStoreConfig:
+    p = f"{_ROOT}.spend_store"
+    m = r.section(root, "spend_store", _ROOT, ("backend", "url"))
+    backend = r.choice(m, "backend", p, ("jsonl", "redis"), "jsonl")
+    if backend != "redis":
+        return SpendStoreConfig(backend=backend)
+    return SpendStoreConfig(backend, r.url(m, "url", p, required=True, schemes=("redis", "rediss")))
+
+
+def _agents(r: _Reader, root: Mapping[Any, Any]) -> Mapping[str, AgentPolicy]:
+    p = f"{_ROOT}.agents"
+    m = r.mapping(root.get("agents"), p)
+    if m is not None and not m:
+        r.fail(p, "at least one agent is required")
+    agents: dict[str, AgentPolicy] = {}
+    key_owner: dict[str, str] = {}
+    for agent_id, body in (m or {}).items():
+        if not isinstance(agent_id, str) or not _AGENT_ID.fullmatch(agent_id):
+            r.fail(f"{p}.{agent_id}", "agent id must match [A-Za-z0-9._-]{1,64}")
+            continue
+        if (agent := _agent(r, agent_id, body, f"{p}.{agent_id}")) is None:
+            continue
+        agents[agent_id] = agent
+        owner = key_owner.setdefault(agent.api_key, agent_id) if agent.api_key else agent_id
+        if owner != agent_id:
+            r.fail(f"{p}.{agent_id}.api_key", f"must differ from agent {owner}'s")
+    return MappingProxyType(agents)
+
+
+def _agent(r: _Reader, agent_id: str, body: object, p: str) -> AgentPolicy | None:
+    if not (m := r.mapping(body, p)):
+        if m is not None:
+            r.fail(p, "must set budget_total and tiers")
+        return None
+    r.unknown(m, p, _AGENT_KEYS)
+    return AgentPolicy(
+        agent_id=agent_id,
+        budget_total=r.decimal(m, "budget_total", p, Decimal(0), required=True),
+        budget_spent=r.decimal(m, "budget_spent", p, Decimal(0)),
+        budget_source=r.choice(m, "budget_source", p, BUDGET_SOURCES, "config"),
+        period=r.choice(m, "period", p, PERIODS, "monthly"),
+        hard_cap=r.flag(m, "hard_cap", p, True),
+        tiers=_tiers(r, m, f"{p}.tiers"),
+        api_key=r.text(m, "api_key", p),
+    )
+
+
+def _tiers(r: _Reader, m: Mapping[Any, Any], p: str) -> tuple[Tier, ...]:
+    items = m.get("tiers")
+    if not isinstance(items, list) or not items:
+        r.fail(p, "must be a non-empty list of tiers")
+        return ()
+    found: list[tuple[Decimal, str | None, tuple[str, ...]]] = []
+    first_at: dict[Decimal, int] = {}
+    for i, item in enumerate(items):
+        ip = f"{p}[{i}]"
+        if (t := r.mapping(item, ip)) is None:
+            continue
+        r.unknown(t, ip, _TIER_KEYS)
+        threshold = r.number(t, "threshold", ip, required=True, high=Decimal(1))
+        name = r.text(t, "name", ip)
+        if name is not None and not _TIER_NAME.fullmatch(name):
+            r.fail(f"{ip}.name", "must be 1-64 printable ASCII characters")
+        models = _models(r, t.get("models"), f"{ip}.models")
+        if threshold is not None and first_at.setdefault(threshold, i) != i:
+            r.fail(f"{ip}.threshold", f"must be unique (tiers[{first_at[threshold]}] has it)")
+        elif threshold is not None:
+            found.append((threshold, name, models))
+    found.sort(key=lambda tier: tier[0], reverse=True)
+    n = len(found)
+    defaults = ("premium", "mid", "economy") if n == 3 else [f"tier-{k + 1}" for k in range(n)]
+    tiers = tuple(Tier(name or defaults[k], threshold, models)
+                  for k, (threshold, name, models) in enumerate(found))
+    names = [tier.name for tier in tiers]
+    for dup in sorted({x for x in names if names.count(x) > 1}):
+        r.fail(p, f"tier name {dup} is used twice")
+    return tiers
+
+
+def _models(r: _Reader, items: object, p: str) -> tuple[str, ...]:
+    if not isinstance(items, list) or not items:
+        r.fail(p, "must be a non-empty list of model ids")
+        return ()
+    models: list[str] = []
+    for i, item in enumerate(items):
+        value = r.interpolate(item, f"{p}[{i}]") if isinstance(item, str) else item
+        if value is _FAILED:
+            continue
+        if not isinstance(value, str) or not _MODEL_ID.fullmatch(value):
+            r.fail(f"{p}[{i}]", "must be a model id (text without spaces or commas)")
+        elif value in models:
+            r.fail(f"{p}[{i}]", f"repeats {value}")
+        else:
+            models.append(str(value))
+    return tuple(models)
+
+
+def parse_config(raw: object, env: Mapping[str, str], base_dir: Path,
+                 source: Path | None = None) -> GateConfig:
+    """Build the typed config from a whole YAML document; raise `ConfigError` listing all
+    problems. Relative paths are resolved against `base_dir` (the config file's folder)."""
+    if not isinstance(raw, Mapping) or raw.get(_ROOT) is None:
+        raise ConfigError([f"{_ROOT}: missing"])
+    r = _Reader(env)
+    root = r.mapping(raw[_ROOT], _ROOT)
+    if root is None:
+        raise ConfigError(r.problems)
+    r.unknown(root, _ROOT, _TOP_KEYS)
+    retry, limits, holds = RetryConfig(), LimitsConfig(), HoldsConfig()
+    rp, lp, hp = f"{_ROOT}.retry", f"{_ROOT}.limits", f"{_ROOT}.holds"
+    rm = r.section(root, "retry", _ROOT, ("max_retries", "backoff_seconds", "max_backoff_seconds"))
+    lm = r.section(root, "limits", _ROOT, ("max_body_bytes",))
+    hm = r.section(root, "holds", _ROOT, ("default_max_tokens", "unknown_model_usd_per_token"))
+    am = r.section(root, "alerts", _ROOT)  # may carry keys for other tools: not checked
+    admin_token = r.text(root, "admin_token", _ROOT)
+    config = GateConfig(
+        spend_log=Path(os.path.normpath(base_dir / (r.text(root, "spend_log", _ROOT)
+                                                    or "spend.jsonl"))),
+        spend_log_fsync=r.flag(root, "spend_log_fsync", _ROOT, False),
+        admin_token=env.get("GATE_ADMIN_TOKEN") or admin_token,
+        openrouter=_openrouter(r, root),
+        retry=RetryConfig(
+            max_retries=r.integer(rm, "max_retries", rp, retry.max_retries),
+            backoff_seconds=r.seconds(rm, "backoff_seconds", rp, retry.backoff_seconds,
+                                      positive=False),
+            max_backoff_seconds=r.seconds(rm, "max_backoff_seconds", rp,
+                                          retry.max_backoff_seconds, positive=False),
+        ),
+        limits=LimitsConfig(r.integer(lm, "max_body_bytes", lp, limits.max_body_bytes,
+                                      positive=True)),
+        holds=HoldsConfig(
+            default_max_tokens=r.integer(hm, "default_max_tokens", hp,
+                                         holds.default_max_tokens, positive=True),
+            unknown_model_usd_per_token=r.decimal(hm, "unknown_model_usd_per_token", hp,
+                                                  holds.unknown_model_usd_per_token),
+        ),
+        console=_console(r, root),
+        alerts=AlertsConfig(
+            webhook_url=r.url(am, "webhook_url", f"{_ROOT}.alerts", plain=False),
+            format=r.choice(am, "format", f"{_ROOT}.alerts", ("slack", "discord"), "slack"),
+        ),
+        spend_store=_spend_store(r, root),
+        agents=_agents(r, root),
+        source=source,
+    )
+    if config.openrouter.api_key is None and not any(
+        x.startswith(f"{_ROOT}.openrouter.api_key:") for x in r.problems
+    ):  # pass-through would hand an agent's gate key to OpenRouter
+        for agent in config.agents.values():
+            if agent.api_key:
+                r.fail(f"{_ROOT}.agents.{agent.agent_id}.api_key",
+                       "needs cost_routing.openrouter.api_key (pass-through sends the "
+                       "client's Authorization upstream)")
+    if r.problems:
+        raise ConfigError(r.problems)
+    return config
+
+
+def load_config(path: Path, env: Mapping[str, str]) -> GateConfig:
+    """Read a YAML config file (plain data only) and parse it; every failure is a
+    `ConfigError` whose lines name the file or the YAML path."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read config: {exc.strerror or exc}"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{path}: cannot read config: not UTF-8 text"]) from None
+    try:
+        raw = YAML(typ="safe").load(text)
+    except YAMLError as exc:
+        raise ConfigError([_yaml_problem(path, exc)]) from None
+    return parse_config(raw, env, path.absolute().parent, source=path.absolute())
+
+
+def _yaml_problem(path: Path, exc: YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+    what = getattr(exc, "problem", None) or str(exc)
+    return f"{where}: invalid YAML: {' '.join(str(what).split())}"

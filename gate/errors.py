@@ -1,0 +1,80 @@
+"""The one place that builds error bodies, in OpenAI's shape.
+
+Every error the gate answers itself is `{"error": {"message", "type", "code"}}`; after a
+stream has started, the same object travels as one SSE `data:` event instead.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+from aiohttp import web
+
+
+class GateError(Exception):
+    """An error the gate answers itself, before any byte of an answer was sent."""
+
+    def __init__(
+        self,
+        status: int,
+        type_: str,
+        message: str,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.type = type_
+        self.message = message
+        self.headers = dict(headers or {})
+
+
+def error_object(
+    status: int, type_: str, message: str, extra: Mapping[str, object] | None = None
+) -> dict[str, object]:
+    return {"error": {"message": message, "type": type_, "code": status, **(extra or {})}}
+
+
+def error_response(
+    status: int,
+    type_: str,
+    message: str,
+    headers: Mapping[str, str] | None = None,
+    extra: Mapping[str, object] | None = None,
+) -> web.Response:
+    body = error_object(status, type_, message, extra)
+    return web.json_response(body, status=status, headers=headers)
+
+
+def type_for_status(status: int) -> str:
+    """The error type of a status the gate answers without a more specific one."""
+    return {
+        400: INVALID_REQUEST,
+        401: AUTHENTICATION,
+        403: PERMISSION,
+        404: NOT_FOUND,
+        405: INVALID_REQUEST,
+        413: INVALID_REQUEST,
+    }.get(status, SERVER_ERROR if status >= 500 else INVALID_REQUEST)
+
+
+def gate_error_response(err: GateError) -> web.Response:
+    return error_response(err.status, err.type, err.message, err.headers)
+
+
+def sse_error_event(status: int, type_: str, message: str) -> bytes:
+    """The error as an SSE event, for errors after the stream has started."""
+    payload = json.dumps(error_object(status, type_, message), separators=(",", ":"))
+    return b"data: " + payload.encode() + b"\n\n"
+
+
+# The gate's own error types, named once.
+INVALID_REQUEST = "invalid_request_error"
+AUTHENTICATION = "authentication_error"
+PERMISSION = "permission_error"
+NOT_FOUND = "not_found_error"
+BUDGET_EXHAUSTED = "budget_exhausted"
+SPEND_LOG_UNAVAILABLE = "spend_log_unavailable"
+UPSTREAM_ERROR = "upstream_error"
+UPSTREAM_CREDITS = "upstream_credits_exhausted"
+SERVER_ERROR = "server_error"

@@ -1,0 +1,390 @@
+"""Budgets, holds and settlements, kept in memory and recorded in the spend log.
+
+The spend log is the source of truth: `replay()` rebuilds every account from it at
+start-up, and every change made here is appended to it as a line, in the order the
+changes were made. Each agent's changes run under that agent's asyncio lock; the lock
+is never held across an upstream call or a disk write.
+
+This is the JSONL spend store; a shared store (Redis) offers the same methods.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from .config import AgentPolicy, Tier
+from .cost import ZERO, ModelPrice, to_decimal
+from .periods import period_start
+from .router import Admission, Refusal, admit, choose_tier, remaining_fraction
+from .spendlog import SpendLog, SpendLogError
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(ts: datetime) -> str:
+    return ts.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_ts(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
+
+
+@dataclass(slots=True)
+class Account:
+    policy: AgentPolicy
+    budget_total: Decimal
+    spent: Decimal
+    period_start: datetime | None
+    held: Decimal = ZERO
+    total_set_by_admin: bool = False
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def committed(self) -> Decimal:
+        return self.spent + self.held
+
+    @property
+    def remaining(self) -> Decimal:
+        return self.budget_total - self.spent
+
+
+@dataclass(slots=True)
+class Hold:
+    request_id: str
+    agent_id: str
+    amount: Decimal
+    generation_id: str | None = None
+    settled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class HoldRequest:
+    requested_model: str | None
+    prompt_tokens: int
+    max_tokens: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class HoldDefaults:
+    unknown_price: Decimal
+    default_max_tokens: int
+
+
+class Ledger:
+    def __init__(
+        self, agents: Mapping[str, AgentPolicy], spend_log: SpendLog, clock: Clock
+    ) -> None:
+        self._log = spend_log
+        self._clock = clock
+        now = clock()
+        self._accounts = {aid: _new_account(p, now) for aid, p in agents.items()}
+        self._holds: dict[str, Hold] = {}
+
+    # -- reading ----------------------------------------------------------------------
+
+    @property
+    def spend_log(self) -> SpendLog:
+        return self._log
+
+    def account(self, agent_id: str) -> Account | None:
+        acct = self._accounts.get(agent_id)
+        if acct is not None:
+            self._roll(acct, self._clock(), record=True)
+        return acct
+
+    def agent_ids(self) -> list[str]:
+        return list(self._accounts)
+
+    def open_holds(self) -> list[Hold]:
+        return [h for h in self._holds.values() if not h.settled]
+
+    def view(self, agent_id: str) -> dict[str, Any] | None:
+        """The account as the admin API shows it."""
+        acct = self.account(agent_id)
+        if acct is None:
+            return None
+        policy = acct.policy
+        tier = choose_tier(policy.tiers, acct.budget_total, acct.committed, policy.hard_cap)
+        return {
+            "agent_id": agent_id,
+            "budget_total": acct.budget_total,
+            "budget_spent": acct.spent,
+            "budget_held": acct.held,
+            "budget_remaining": acct.remaining,
+            "remaining_fraction": remaining_fraction(acct.budget_total, acct.committed),
+            "period": policy.period,
+            "period_start": iso(acct.period_start) if acct.period_start else None,
+            "hard_cap": policy.hard_cap,
+            "budget_source": policy.budget_source,
+            "tier": tier.name if tier else None,
+            "models_allowed": list(tier.models) if tier else [],
+        }
+
+    def current_tier(self, agent_id: str) -> Tier | None:
+        acct = self.account(agent_id)
+        if acct is None:
+            return None
+        policy = acct.policy
+        return choose_tier(policy.tiers, acct.budget_total, acct.committed, policy.hard_cap)
+
+    # -- requests ---------------------------------------------------------------------
+
+    async def reserve(
+        self,
+        agent_id: str,
+        request_id: str,
+        ask: HoldRequest,
+        prices: Mapping[str, ModelPrice],
+        defaults: HoldDefaults,
+    ) -> tuple[Admission, Hold] | Refusal:
+        """Decide the request and place its hold; the hold line is on disk on return.
+        Raises SpendLogError (and places nothing) when the line cannot be written."""
+        acct = self._accounts[agent_id]
+        async with acct.lock:
+            now = self._clock()
+            self._roll(acct, now, record=True)
+            decision = admit(
+                acct.policy,
+                acct.budget_total,
+                acct.committed,
+                ask.requested_model,
+                ask.prompt_tokens,
+                ask.max_tokens,
+                prices,
+                defaults.unknown_price,
+                defaults.default_max_tokens,
+            )
+            if isinstance(decision, Refusal):
+                return decision
+            hold = Hold(request_id, agent_id, decision.hold)
+            acct.held += hold.amount
+            self._holds[request_id] = hold
+            written = self._log.append(
+                {
+                    "ts": iso(now),
+                    "event": "hold",
+                    "request_id": request_id,
+                    "agent_id": agent_id,
+                    "held": hold.amount,
+                    "tier": decision.tier.name,
+                },
+                durable=True,
+            )
+        assert written is not None
+        try:
+            await written
+        except SpendLogError:
+            self._release(hold)  # its line was dropped: nothing to settle
+            raise
+        except asyncio.CancelledError:
+            # The hold line may still reach the file: settle it, so no restart charges it.
+            self.settle(hold, ZERO, {"status": 499, "cost_source": "none"})
+            raise
+        return decision, hold
+
+    def name_generation(self, hold: Hold, generation_id: str) -> None:
+        """Record the generation id as soon as upstream names it (for crash recovery)."""
+        if hold.generation_id is not None or hold.settled:
+            return
+        hold.generation_id = generation_id
+        self._log.append(
+            {
+                "ts": iso(self._clock()),
+                "event": "hold",
+                "request_id": hold.request_id,
+                "agent_id": hold.agent_id,
+                "held": hold.amount,
+                "generation_id": generation_id,
+            }
+        )
+
+    def settle(self, hold: Hold, cost: Decimal, line: dict[str, Any]) -> Decimal | None:
+        """Release the hold, charge the real cost and write the request line.
+        Returns the agent's remaining budget. Settling twice does nothing."""
+        if hold.settled:
+            return None
+        hold.settled = True
+        self._holds.pop(hold.request_id, None)
+        now = self._clock()
+        acct = self._accounts.get(hold.agent_id)
+        remaining: Decimal | None = None
+        if acct is not None:
+            self._roll(acct, now, record=True)
+            acct.held -= hold.amount
+            acct.spent += cost
+            remaining = acct.remaining
+        line.update(
+            ts=iso(now),
+            event="request",
+            request_id=hold.request_id,
+            agent_id=hold.agent_id,
+            cost=cost,
+            budget_remaining=remaining,
+        )
+        self._log.append(line)
+        return remaining
+
+    def record_refusal(self, line: dict[str, Any]) -> None:
+        """A request that never went upstream: a line with cost 0, no state change."""
+        line.update(ts=iso(self._clock()), event="request", cost=ZERO, cost_source="none")
+        self._log.append(line)
+
+    def projected_remaining(self, hold: Hold, cost: Decimal) -> Decimal | None:
+        acct = self._accounts.get(hold.agent_id)
+        return None if acct is None else acct.remaining - cost
+
+    def _release(self, hold: Hold) -> None:
+        hold.settled = True
+        self._holds.pop(hold.request_id, None)
+        acct = self._accounts.get(hold.agent_id)
+        if acct is not None:
+            acct.held -= hold.amount
+
+    # -- admin ------------------------------------------------------------------------
+
+    async def set_budget(
+        self, agent_id: str, budget_total: Decimal | None, budget_spent: Decimal | None
+    ) -> None:
+        acct = self._accounts[agent_id]
+        async with acct.lock:
+            now = self._clock()
+            self._roll(acct, now, record=True)
+            line: dict[str, Any] = {"ts": iso(now), "event": "budget", "agent_id": agent_id}
+            if budget_total is not None:
+                acct.budget_total = budget_total
+                acct.total_set_by_admin = True
+                line["budget_total"] = budget_total
+            if budget_spent is not None:
+                acct.spent = budget_spent
+                line["budget_spent"] = budget_spent
+            self._log.append(line)
+
+    async def reset(self, agent_id: str, reason: str = "admin") -> None:
+        acct = self._accounts[agent_id]
+        async with acct.lock:
+            now = self._clock()
+            self._roll(acct, now, record=True)
+            acct.spent = ZERO
+            self._log.append(
+                {"ts": iso(now), "event": "reset", "agent_id": agent_id, "reason": reason}
+            )
+
+    def apply_policies(self, agents: Mapping[str, AgentPolicy]) -> None:
+        """A reloaded config: new policies in force, spend kept; a budget total set
+        through the admin API stays until the config's own total changes."""
+        now = self._clock()
+        accounts: dict[str, Account] = {}
+        for agent_id, policy in agents.items():
+            acct = self._accounts.get(agent_id)
+            if acct is None:
+                accounts[agent_id] = _new_account(policy, now)
+                continue
+            if not acct.total_set_by_admin or policy.budget_total != acct.policy.budget_total:
+                acct.budget_total = policy.budget_total
+                acct.total_set_by_admin = False
+            acct.policy = policy
+            self._roll(acct, now, record=True)
+            accounts[agent_id] = acct
+        self._accounts = accounts
+
+    # -- periods ----------------------------------------------------------------------
+
+    def _roll(self, acct: Account, now: datetime, *, record: bool) -> None:
+        start = period_start(acct.policy.period, now)
+        if start is None or acct.period_start is None:
+            acct.period_start = start
+            return
+        if start <= acct.period_start:
+            return
+        acct.period_start = start
+        acct.spent = ZERO
+        if record:
+            self._log.append(
+                {
+                    "ts": iso(now),
+                    "event": "reset",
+                    "agent_id": acct.policy.agent_id,
+                    "reason": "period",
+                }
+            )
+
+    # -- start-up ---------------------------------------------------------------------
+
+    def replay(self, records: Iterable[Mapping[str, Any]]) -> int:
+        """Rebuild every account from the log; returns the number of records applied.
+        Holds without a request line stay open (see `open_holds`) for reconciliation."""
+        for acct in self._accounts.values():
+            acct.period_start = None  # set by the agent's first line, rolled by later ones
+        count = 0
+        for record in records:
+            count += 1
+            self._apply(record)
+        now = self._clock()
+        for acct in self._accounts.values():
+            self._roll(acct, now, record=False)
+        for hold in self._holds.values():
+            holder = self._accounts.get(hold.agent_id)
+            if holder is not None:
+                holder.held += hold.amount
+        return count
+
+    def _apply(self, record: Mapping[str, Any]) -> None:
+        event = record.get("event")
+        agent_id = record.get("agent_id")
+        request_id = record.get("request_id")
+        if event == "hold" and isinstance(request_id, str) and isinstance(agent_id, str):
+            hold = self._holds.get(request_id)
+            if hold is None:
+                amount = to_decimal(record.get("held")) or ZERO
+                hold = self._holds[request_id] = Hold(request_id, agent_id, amount)
+            gen = record.get("generation_id")
+            if isinstance(gen, str):
+                hold.generation_id = gen
+            return
+        if event == "request" and isinstance(request_id, str):
+            self._holds.pop(request_id, None)
+        acct = self._accounts.get(agent_id) if isinstance(agent_id, str) else None
+        if acct is None:
+            return
+        ts = parse_ts(record.get("ts"))
+        if ts is not None:
+            self._roll(acct, ts, record=False)
+        if event == "request":
+            acct.spent += to_decimal(record.get("cost")) or ZERO
+        elif event == "reset":
+            acct.spent = ZERO
+        elif event == "budget":
+            total = to_decimal(record.get("budget_total"))
+            spent = to_decimal(record.get("budget_spent"))
+            if total is not None:
+                acct.budget_total = total
+                acct.total_set_by_admin = True
+            if spent is not None:
+                acct.spent = spent
+
+
+def _new_account(policy: AgentPolicy, now: datetime) -> Account:
+    return Account(
+        policy=policy,
+        budget_total=policy.budget_total,
+        spent=policy.budget_spent,
+        period_start=period_start(policy.period, now),
+    )

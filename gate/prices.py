@@ -1,0 +1,73 @@
+"""The model price table, from upstream's `/models`, refreshed in the background.
+
+Prices arrive as strings of USD per token and are turned into `ModelPrice` once per
+refresh, so the hot path only looks a model up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+from .cost import ZERO, ModelPrice, to_decimal
+from .upstream import Upstream
+
+log = logging.getLogger(__name__)
+
+RETRY_SECONDS = 30.0
+
+
+def parse_models(document: Any) -> dict[str, ModelPrice]:
+    """`{"data": [{"id", "pricing": {"prompt", "completion", "request"}}]}` → prices.
+    Entries without a usable price are left out (the unknown-model price applies)."""
+    prices: dict[str, ModelPrice] = {}
+    data = document.get("data") if isinstance(document, dict) else None
+    if not isinstance(data, list):
+        return prices
+    for entry in data:
+        if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
+            continue
+        pricing = entry.get("pricing")
+        if not isinstance(pricing, dict):
+            continue
+        prompt = to_decimal(pricing.get("prompt"))
+        completion = to_decimal(pricing.get("completion"))
+        request = to_decimal(pricing.get("request")) or ZERO
+        if prompt is None or completion is None or prompt < 0 or completion < 0:
+            continue  # OpenRouter marks variable-priced routers with -1
+        prices[entry["id"]] = ModelPrice(prompt, completion, max(request, ZERO))
+    return prices
+
+
+class PriceTable:
+    def __init__(self) -> None:
+        self._prices: Mapping[str, ModelPrice] = MappingProxyType({})
+        self.loaded = False
+
+    @property
+    def prices(self) -> Mapping[str, ModelPrice]:
+        return self._prices
+
+    def replace(self, prices: dict[str, ModelPrice]) -> None:
+        self._prices = MappingProxyType(prices)
+        self.loaded = True
+
+    async def refresh(self, upstream: Upstream, authorization: str | None) -> bool:
+        document = await upstream.get_json("/models", authorization)
+        prices = parse_models(document)
+        if not prices:
+            return False
+        self.replace(prices)
+        return True
+
+    async def keep_fresh(self, upstream: Upstream, authorization: str | None) -> None:
+        """Refresh forever: every `prices_refresh_seconds`, sooner after a failure."""
+        while True:
+            ok = await self.refresh(upstream, authorization)
+            if not ok:
+                log.warning("prices: could not load the model list from upstream")
+            interval = upstream.config.prices_refresh_seconds
+            await asyncio.sleep(interval if ok else min(RETRY_SECONDS, interval))

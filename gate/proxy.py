@@ -1,0 +1,116 @@
+"""`POST /v1/chat/completions` and `GET /v1/models`: admission, then the relay.
+
+Admission decides everything before a cent is spent — who calls, whether the body is
+sound, which tier and models, and the hold — and every refusal still writes its line.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+
+from aiohttp import web
+
+from .context import GATE, Gate
+from .cost import ZERO, estimate_prompt_tokens
+from .errors import BUDGET_EXHAUSTED, SPEND_LOG_UNAVAILABLE, GateError
+from .intake import chat_request, identify, read_json_object
+from .ledger import HoldDefaults, HoldRequest
+from .relay import Call, relay_json, relay_stream
+from .router import Refusal
+from .spendlog import SpendLogError
+
+
+def new_request_id() -> str:
+    return "req-" + secrets.token_hex(12)
+
+
+def blank_line(request_id: str) -> dict[str, Any]:
+    """A request line's fields, in the order ops read them."""
+    return {
+        "request_id": request_id,
+        "generation_id": None,
+        "agent_id": None,
+        "model": None,
+        "tier": None,
+        "models_allowed": [],
+        "stream": False,
+        "status": None,
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+    }
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    gate = request.app[GATE]
+    cfg = gate.config
+    started = time.perf_counter()
+    line = blank_line(new_request_id())
+    try:
+        caller = identify(request, cfg)
+        line["agent_id"] = caller.policy.agent_id
+        body, size = await read_json_object(request, cfg.limits.max_body_bytes)
+        line["stream"] = body.get("stream") is True
+        chat = chat_request(body, size)
+        spend_log = gate.ledger.spend_log
+        if spend_log.error is not None:
+            raise _log_unavailable(spend_log.error)
+        try:
+            outcome = await gate.ledger.reserve(
+                caller.policy.agent_id,
+                line["request_id"],
+                HoldRequest(chat.model, estimate_prompt_tokens(size), chat.max_tokens),
+                gate.prices.prices,
+                HoldDefaults(cfg.holds.unknown_model_usd_per_token, cfg.holds.default_max_tokens),
+            )
+        except SpendLogError as exc:
+            raise _log_unavailable(str(exc)) from None
+        if isinstance(outcome, Refusal):
+            if outcome.tier is not None:
+                line["tier"] = outcome.tier.name
+                line["models_allowed"] = list(outcome.tier.models)
+            raise GateError(402, BUDGET_EXHAUSTED, outcome.message)
+    except GateError as err:
+        _refused(gate, line, err.status, started)
+        raise
+    admission, hold = outcome
+    call = Call(gate, request, chat, caller, admission, hold, line, started)
+    if chat.stream:
+        return await relay_stream(call)
+    return await relay_json(call)
+
+
+def _log_unavailable(reason: str) -> GateError:
+    return GateError(
+        503,
+        SPEND_LOG_UNAVAILABLE,
+        f"the spend log cannot be written ({reason}); no paid request is admitted",
+        {"Retry-After": "5"},
+    )
+
+
+def _refused(gate: Gate, line: dict[str, Any], status: int, started: float) -> None:
+    seconds = time.perf_counter() - started
+    line["status"] = status
+    line["latency_ms"] = round(seconds * 1000, 3)
+    gate.ledger.record_refusal(line)
+    gate.metrics.request(line["agent_id"], line["tier"], status, ZERO, seconds, line["stream"])
+
+
+async def list_models(request: web.Request) -> web.Response:
+    """The models the calling agent may use now, in OpenAI's list shape."""
+    gate = request.app[GATE]
+    caller = identify(request, gate.config)
+    tier = gate.ledger.current_tier(caller.policy.agent_id)
+    models = tier.models if tier is not None else ()
+    return web.json_response(
+        {
+            "object": "list",
+            "data": [
+                {"id": m, "object": "model", "created": 0, "owned_by": m.split("/", 1)[0]}
+                for m in models
+            ],
+        },
+        headers={"X-Execwall-Tier": tier.name if tier else "none"},
+    )

@@ -1,0 +1,270 @@
+"""The append-only JSONL spend log: one writer, whole lines, group commit.
+
+Every line is handed to `append()`, which never blocks; one writer task takes whatever
+has queued up and writes it with a single `write()` on a file opened once in append
+mode (through aiofiles, so a slow disk never stalls the event loop). Lines therefore
+never interleave and a burst of requests costs one system call, not one each.
+
+A line that matters before money is spent (a hold) is appended with `durable=True`
+and awaited: it either reaches the file or is dropped and its future fails, so no
+request goes upstream unrecorded. Every other line (a settlement, a refusal, an admin
+change) is kept and retried until it is written. When a write fails the log reports
+`error` until a later write succeeds; a line cut short by a failing disk is never
+glued onto the next one — the next write starts on a fresh line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import aiofiles
+from aiofiles.threadpool.binary import AsyncFileIO
+
+from .jsonfmt import dumps
+
+log = logging.getLogger(__name__)
+
+RETRY_MIN_SECONDS = 0.05
+RETRY_MAX_SECONDS = 1.0
+READ_CHUNK = 1 << 20
+
+
+class SpendLogError(Exception):
+    """A durable line could not be written."""
+
+
+def encode_line(record: dict[str, Any]) -> bytes:
+    return dumps(record).encode() + b"\n"
+
+
+@dataclass(slots=True)
+class _Entry:
+    line: bytes
+    future: asyncio.Future[None] | None  # set for durable lines only
+
+
+class SpendLog:
+    def __init__(self, path: Path, *, fsync: bool = False) -> None:
+        self.path = path
+        self.fsync = fsync
+        self.error: str | None = None
+        self.lines_written = 0
+        self.write_failures = 0
+        self._file: AsyncFileIO | None = None
+        self._pending: list[_Entry] = []
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._fresh_line_needed = False
+        self._writing = False
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    # -- life cycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            await self._open()
+        except OSError as exc:
+            self._fail(exc)
+        self._task = asyncio.create_task(self._writer(), name="spend-log-writer")
+
+    async def close(self) -> None:
+        """Write out everything queued (trying for a while on a failing disk), then close."""
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(self._task, timeout=10)
+            except TimeoutError:
+                log.error(
+                    "spend log: %d lines could not be written at shutdown", len(self._pending)
+                )
+        await self._close_file()
+
+    async def flush(self) -> None:
+        """Wait until everything appended so far has been written, or writing fails."""
+        while (self._pending or self._writing) and self.error is None:
+            self._idle.clear()
+            self._wakeup.set()
+            await self._idle.wait()
+
+    # -- appending --------------------------------------------------------------------
+
+    def append(
+        self, record: dict[str, Any], *, durable: bool = False
+    ) -> asyncio.Future[None] | None:
+        future = asyncio.get_running_loop().create_future() if durable else None
+        self._pending.append(_Entry(encode_line(record), future))
+        self._wakeup.set()
+        return future
+
+    # -- the writer -------------------------------------------------------------------
+
+    async def _writer(self) -> None:
+        delay = RETRY_MIN_SECONDS
+        while True:
+            if not self._pending:
+                self._idle.set()
+                if self._closing:
+                    return
+                await self._wakeup.wait()
+            self._wakeup.clear()
+            if not self._pending:
+                continue
+            batch, self._pending = self._pending, []
+            self._writing = True
+            left = await self._write(batch)
+            self._writing = False
+            self._idle.set()
+            if not left:
+                delay = RETRY_MIN_SECONDS
+                continue
+            self._pending[:0] = left
+            if self._closing and delay >= RETRY_MAX_SECONDS:
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_SECONDS)
+            await self._reopen()
+
+    async def _write(self, batch: list[_Entry]) -> list[_Entry]:
+        """Write a batch; return the entries still to be retried."""
+        prefix = b"\n" if self._fresh_line_needed else b""
+        data = prefix + b"".join(e.line for e in batch)
+        written = 0
+        failure: OSError | None = None
+        try:
+            if self._file is None:
+                raise OSError("spend log is not open")
+            while written < len(data):
+                n = await self._file.write(data[written:])
+                if not n:
+                    raise OSError("short write")
+                written += n
+            if self.fsync:
+                await asyncio.to_thread(os.fsync, self._file.fileno())
+        except OSError as exc:
+            failure = exc
+        return self._account(batch, len(prefix), written, failure)
+
+    def _account(
+        self, batch: list[_Entry], offset: int, written: int, failure: OSError | None
+    ) -> list[_Entry]:
+        if failure is None:
+            self._fresh_line_needed = False
+            self.lines_written += len(batch)
+            if self.error is not None:
+                log.warning("spend log: writing again after: %s", self.error)
+                self.error = None
+            for entry in batch:
+                if entry.future is not None and not entry.future.done():
+                    entry.future.set_result(None)
+            return []
+        self._fail(failure)
+        left: list[_Entry] = []
+        torn = 0 < written < offset  # only part of the fresh-line prefix made it
+        position = offset
+        for entry in batch:
+            end = position + len(entry.line)
+            if end <= written:
+                self.lines_written += 1
+                if entry.future is not None and not entry.future.done():
+                    entry.future.set_result(None)
+            else:
+                torn = torn or position < written
+                if entry.future is None:
+                    left.append(entry)
+                elif not entry.future.done():
+                    entry.future.set_exception(SpendLogError(self.error or "write failed"))
+            position = end
+        self._fresh_line_needed = torn or (offset > 0 and written < offset)
+        return left
+
+    def _fail(self, exc: OSError) -> None:
+        message = exc.strerror or str(exc) or type(exc).__name__
+        if self.error is None:
+            log.error("spend log %s cannot be written: %s", self.path.name, message)
+        self.error = message
+        self.write_failures += 1
+
+    async def _open(self) -> None:
+        self._fresh_line_needed = _ends_mid_line(self.path)
+        self._file = await aiofiles.open(self.path, "ab", buffering=0)
+
+    async def _reopen(self) -> None:
+        await self._close_file()
+        try:
+            await self._open()
+        except OSError as exc:
+            self._fail(exc)
+
+    async def _close_file(self) -> None:
+        if self._file is not None:
+            file, self._file = self._file, None
+            try:
+                await file.close()
+            except OSError as exc:
+                log.warning("spend log: closing failed: %s", exc.strerror or exc)
+
+
+def _ends_mid_line(path: Path) -> bool:
+    """True when the file's last byte is not a newline (a torn last line)."""
+    try:
+        with path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell() == 0:
+                return False
+            f.seek(-1, os.SEEK_END)
+            return f.read(1) != b"\n"
+    except OSError:
+        return False
+
+
+def read_records(path: Path) -> Iterator[dict[str, Any]]:
+    """Every whole JSON object in the log, in order; torn or foreign lines are skipped
+    with a warning. Numbers with a fraction come back as Decimal."""
+    try:
+        f = path.open("rb")
+    except FileNotFoundError:
+        return
+    with f:
+        tail = b""
+        number = 0
+        while chunk := f.read(READ_CHUNK):
+            lines = (tail + chunk).split(b"\n")
+            tail = lines.pop()
+            for line in lines:
+                number += 1
+                record = _decode(line, number)
+                if record is not None:
+                    yield record
+        if tail.strip():
+            # A last line without its newline: whole if it parses (the writer starts
+            # the next line on a fresh one either way), torn otherwise.
+            number += 1
+            record = _decode(tail, number)
+            if record is not None:
+                yield record
+
+
+def _decode(line: bytes, number: int) -> dict[str, Any] | None:
+    if not line.strip():
+        return None
+    try:
+        record = json.loads(line, parse_float=Decimal)
+    except ValueError:
+        log.warning("spend log: skipping unreadable line %d", number)
+        return None
+    if not isinstance(record, dict):
+        log.warning("spend log: skipping line %d, not an object", number)
+        return None
+    return record

@@ -1,0 +1,84 @@
+"""The mock's price table and the pure arithmetic of what a generation costs.
+
+Prices are USD per token as `Decimal`, so a cost is exact and sums are exact; floats
+appear only where a cost is written into JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from decimal import Decimal
+from types import MappingProxyType
+from typing import Any, NamedTuple
+
+
+class ModelPrice(NamedTuple):
+    """USD per token; unpacks like the `(prompt, completion)` pair it is."""
+
+    prompt: Decimal
+    completion: Decimal
+
+
+def _p(prompt: str, completion: str) -> ModelPrice:
+    return ModelPrice(Decimal(prompt), Decimal(completion))
+
+
+PRICES: MappingProxyType[str, ModelPrice] = MappingProxyType(
+    {
+        "anthropic/claude-sonnet-4.5": _p("0.000003", "0.000015"),
+        "openai/gpt-5": _p("0.00000125", "0.00001"),
+        "google/gemini-2.5-pro": _p("0.00000125", "0.00001"),
+        "openai/gpt-5-mini": _p("0.00000025", "0.000002"),
+        "anthropic/claude-haiku-4.5": _p("0.000001", "0.000005"),
+        "google/gemini-2.5-flash": _p("0.0000003", "0.0000025"),
+        "meta-llama/llama-3.3-70b-instruct": _p("0.00000013", "0.00000039"),
+        "deepseek/deepseek-chat-v3.1": _p("0.0000002", "0.0000008"),
+        "mistralai/mistral-small-3.2-24b-instruct": _p("0.00000005", "0.0000001"),
+        "openai/gpt-5:online": _p("0.00000125", "0.00001"),
+        "openai/gpt-4o": _p("0.0000025", "0.00001"),
+    }
+)
+
+CONTEXT_LENGTH = 128_000
+
+_PROVIDERS: MappingProxyType[str, str] = MappingProxyType(
+    {
+        "anthropic": "Anthropic",
+        "openai": "OpenAI",
+        "google": "Google",
+        "meta-llama": "DeepInfra",
+        "deepseek": "DeepSeek",
+        "mistralai": "Mistral",
+    }
+)
+
+
+def provider_name(model: str) -> str:
+    """The provider the mock claims served `model` (`Mock` for an unknown vendor)."""
+    return _PROVIDERS.get(model.split("/", 1)[0], "Mock")
+
+
+def display_name(model: str) -> str:
+    vendor, _, name = model.partition("/")
+    return f"{provider_name(model)}: {name or vendor}"
+
+
+def price_string(usd_per_token: Decimal) -> str:
+    """OpenRouter's pricing strings: plain decimal notation, never exponent form."""
+    return format(usd_per_token.normalize(), "f")
+
+
+def cost_of(price: ModelPrice, prompt_tokens: int, completion_tokens: int) -> Decimal:
+    return price.prompt * prompt_tokens + price.completion * completion_tokens
+
+
+def count_prompt_tokens(messages: Any, body_size: int) -> int:
+    """A deterministic prompt-token count: about four UTF-8 bytes of messages a token.
+
+    Capped at a third of the request body's size, because the gate estimates its
+    budget hold as body bytes / 3 and the mock must never bill more than that.
+    """
+    compact = json.dumps(messages, separators=(",", ":"), ensure_ascii=False)
+    estimate = math.ceil(len(compact.encode("utf-8")) / 4)
+    return min(estimate, body_size // 3)

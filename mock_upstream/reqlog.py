@@ -1,0 +1,56 @@
+"""`openrouter_requests.log`: one JSON line per request received, Authorization redacted."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+REDACTED = "Bearer ***redacted***"
+_SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key"})
+
+
+def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """A copy of the headers that is safe to keep: credentials replaced, never stored."""
+    return {
+        name: (REDACTED if name.lower() == "authorization" else "***redacted***")
+        if name.lower() in _SECRET_HEADERS
+        else value
+        for name, value in headers.items()
+    }
+
+
+class RequestLog:
+    """An append-only JSONL file, opened once for the app's lifetime.
+
+    Writes are small and synchronous on the event loop on purpose: each line goes out
+    whole, so lines of concurrent requests never interleave.
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._file: IO[str] | None = None
+
+    def open(self) -> None:
+        if self.path is not None:
+            self._file = self.path.open("a", encoding="utf-8")
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def write(self, method: str, path: str, authorization: str | None, body: Any) -> None:
+        if self._file is None:
+            return
+        entry = {
+            "ts": datetime.now(UTC).isoformat(),
+            "method": method,
+            "path": path,
+            "authorization": REDACTED if authorization is not None else None,
+            "body": body,
+        }
+        self._file.write(json.dumps(entry, ensure_ascii=False) + "\n")
+        self._file.flush()

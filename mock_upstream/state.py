@@ -1,0 +1,182 @@
+"""What the mock remembers: queued faults, received requests, billed generations."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+_INT = "int"
+_FLOAT = "float"
+_BOOL = "bool"
+_STR = "str"
+
+
+@dataclass
+class Fault:
+    """How to misbehave for ONE chat request; queued FIFO in `MockState.faults`."""
+
+    status: int | None = None
+    retry_after: float | None = None
+    message: str | None = None
+    chunks: int | None = None
+    chunk_delay: float = 0.0
+    first_delay: float = 0.0
+    keepalive: float | None = None
+    cut_after: int | None = None
+    error_after: int | None = None
+    no_cost: bool = False
+    no_usage: bool = False
+    answer_model: str | None = None
+    long_line: int | None = None
+    hang: float | None = None
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> Fault:
+        """Build a fault from JSON, refusing unknown fields and wrong types (ValueError)."""
+        checked = _checked(raw, _FAULT_KINDS, "fault")
+        status = checked.get("status")
+        if status is not None and not 400 <= status <= 599:
+            raise ValueError("fault.status must be an error status, 400..599")
+        return cls(**checked)
+
+
+_FAULT_KINDS: dict[str, str] = {
+    "status": _INT,
+    "retry_after": _FLOAT,
+    "message": _STR,
+    "chunks": _INT,
+    "chunk_delay": _FLOAT,
+    "first_delay": _FLOAT,
+    "keepalive": _FLOAT,
+    "cut_after": _INT,
+    "error_after": _INT,
+    "no_cost": _BOOL,
+    "no_usage": _BOOL,
+    "answer_model": _STR,
+    "long_line": _INT,
+    "hang": _FLOAT,
+}
+
+_CONFIG_KINDS: dict[str, str] = {
+    "generation_404_seconds": _FLOAT,
+    "expected_key": _STR,
+    "default_chunks": _INT,
+    "key_limit": _FLOAT,
+}
+# Settings that must stay numbers (expected_key may be reset to null).
+_NOT_NULL = frozenset({"generation_404_seconds", "default_chunks", "key_limit"})
+
+
+def _checked(raw: Mapping[str, Any], kinds: Mapping[str, str], what: str) -> dict[str, Any]:
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"{what} must be a JSON object")
+    unknown = sorted(set(raw) - set(kinds))
+    if unknown:
+        raise ValueError(f"unknown {what} field(s): {', '.join(unknown)}")
+    out: dict[str, Any] = {}
+    for name, value in raw.items():
+        kind = kinds[name]
+        if value is None:
+            out[name] = None
+        elif kind == _BOOL and isinstance(value, bool):
+            out[name] = value
+        elif kind == _STR and isinstance(value, str):
+            out[name] = value
+        elif kind == _INT and isinstance(value, int) and not isinstance(value, bool):
+            if value < 0:
+                raise ValueError(f"{what}.{name} must be >= 0")
+            out[name] = value
+        elif kind == _FLOAT and isinstance(value, int | float) and not isinstance(value, bool):
+            if value < 0:
+                raise ValueError(f"{what}.{name} must be >= 0")
+            out[name] = float(value)
+        else:
+            raise ValueError(f"{what}.{name} must be {kind}")
+    return out
+
+
+@dataclass
+class MockState:
+    """Everything the mock knows; lives under `MOCK_STATE` in the app, never in a global.
+
+    `generations` maps a generation id to its record; `total_cost` there is a `Decimal`.
+    """
+
+    faults: list[Fault] = field(default_factory=list)
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    generations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    generation_404_seconds: float = 0.0
+    expected_key: str | None = None
+    default_chunks: int = 8
+    key_limit: float = 100.0
+    # generation id -> time.monotonic() when it finished (drives the 404 window)
+    finished_at: dict[str, float] = field(default_factory=dict)
+
+    def total_charged(self) -> Decimal:
+        return sum((g["total_cost"] for g in self.generations.values()), Decimal(0))
+
+    def chat_count(self) -> int:
+        return len(self.requests)
+
+    def next_fault(self) -> Fault:
+        return self.faults.pop(0) if self.faults else Fault()
+
+    def record_generation(
+        self,
+        gen_id: str,
+        *,
+        model: str,
+        cost: Decimal,
+        tokens_prompt: int,
+        tokens_completion: int,
+        streamed: bool,
+        cancelled: bool,
+        finish_reason: str,
+        provider: str,
+    ) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "id": gen_id,
+            "model": model,
+            "total_cost": cost,
+            "tokens_prompt": tokens_prompt,
+            "tokens_completion": tokens_completion,
+            "streamed": streamed,
+            "cancelled": cancelled,
+            "created_at": datetime.now(UTC).isoformat(),
+            "finish_reason": finish_reason,
+            "provider_name": provider,
+        }
+        self.generations[gen_id] = record
+        self.finished_at[gen_id] = time.monotonic()
+        return record
+
+    def visible_generation(self, gen_id: str) -> dict[str, Any] | None:
+        """The record, unless unknown or still inside the `generation_404_seconds` window."""
+        record = self.generations.get(gen_id)
+        if record is None:
+            return None
+        if time.monotonic() - self.finished_at[gen_id] < self.generation_404_seconds:
+            return None
+        return record
+
+    def configure(self, raw: Mapping[str, Any]) -> None:
+        """Apply `/_mock/config`; all checked before any is set (ValueError)."""
+        checked = _checked(raw, _CONFIG_KINDS, "config")
+        nulls = sorted(name for name in _NOT_NULL if name in checked and checked[name] is None)
+        if nulls:
+            raise ValueError(f"config field(s) may not be null: {', '.join(nulls)}")
+        for name, value in checked.items():
+            setattr(self, name, value)
+
+    def config(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in _CONFIG_KINDS}
+
+    def reset(self) -> None:
+        self.faults.clear()
+        self.requests.clear()
+        self.generations.clear()
+        self.finished_at.clear()

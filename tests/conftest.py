@@ -1,0 +1,48 @@
+"""Fixtures: the mock upstream and the gate, each a real aiohttp server on port 0."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from gate.app import create_app
+from gate.config import GateConfig
+from mock_upstream import MOCK_STATE, MockState
+from mock_upstream import create_app as create_mock_app
+
+from .support import make_config
+
+
+class Mock:
+    def __init__(self, server: TestServer) -> None:
+        self.server = server
+        self.state: MockState = server.app[MOCK_STATE]
+        self.base_url = str(server.make_url("/api/v1"))
+
+
+@pytest.fixture
+async def mock(aiohttp_server: Callable[..., Awaitable[TestServer]], tmp_path: Path) -> Mock:
+    app = create_mock_app(request_log=tmp_path / "openrouter_requests.log")
+    return Mock(await aiohttp_server(app))
+
+
+GateFactory = Callable[..., Awaitable[TestClient]]
+
+
+@pytest.fixture
+def start_gate(aiohttp_client: Callable[..., Awaitable[TestClient]]) -> GateFactory:
+    async def start(cfg: GateConfig, **kwargs: Any) -> TestClient:
+        app: web.Application = create_app(cfg, **kwargs)
+        return await aiohttp_client(app)
+
+    return start
+
+
+@pytest.fixture
+async def gate(start_gate: GateFactory, mock: Mock, tmp_path: Path) -> TestClient:
+    return await start_gate(make_config(tmp_path, mock.base_url))
