@@ -13,7 +13,7 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m gate.demo
+	$(PY) scripts/demo.py
 
 run: $(STAMP)
 	$(PY) -m gate --config $(CONFIG)
@@ -25,7 +25,7 @@ bench: $(STAMP)
 	$(PY) -m bench
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check gate mock_upstream tests
+	$(VENV)/bin/ruff check gate mock_upstream tests scripts
 	$(VENV)/bin/mypy
 
 clean:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from decimal import Decimal
 from pathlib import Path
@@ -29,7 +30,7 @@ def agent(budget_total: float = 50, **fields: Any) -> dict[str, Any]:
         "budget_total": budget_total,
         "period": "monthly",
         "hard_cap": True,
-        "tiers": SEED_TIERS,
+        "tiers": copy.deepcopy(SEED_TIERS),
         **fields,
     }
 

@@ -1,0 +1,176 @@
+"""State survives restarts: graceful (SIGTERM) and kill -9, through real subprocesses."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+import aiohttp
+
+from .procs import start_gate, start_mock
+from .support import UPSTREAM_KEY, agent, books, chat, raw_config, spend_lines, write_config
+
+ADMIN = {"Authorization": "Bearer admin-secret"}
+
+
+def config_file(tmp_path: Path, mock_url: str) -> Path:
+    raw = raw_config(
+        tmp_path,
+        mock_url + "/api/v1",
+        agents={"agent-1": agent(50), "agent-2": agent(10)},
+        admin_token="admin-secret",
+    )
+    return write_config(tmp_path / "gate.yaml", raw)
+
+
+async def spend(session: aiohttp.ClientSession, url: str) -> dict:
+    async with session.get(url + "/api/spend", headers=ADMIN) as resp:
+        assert resp.status == 200
+        return (await resp.json())["agents"]
+
+
+async def wait_reconciled(session: aiohttp.ClientSession, url: str) -> None:
+    for _ in range(300):
+        async with session.get(url + "/api/health") as resp:
+            if (await resp.json())["open_holds"] == 0:
+                return
+        await asyncio.sleep(0.05)
+    raise AssertionError("holds never reconciled")
+
+
+async def mock_stats(session: aiohttp.ClientSession, url: str) -> dict:
+    async with session.get(url + "/_mock/stats") as resp:
+        return await resp.json()
+
+
+async def test_sigterm_restart_keeps_spend_and_admin_changes(tmp_path: Path) -> None:
+    mock = await start_mock(tmp_path)
+    cfg = config_file(tmp_path, mock.url)
+    gate = await start_gate(cfg, tmp_path)
+    try:
+        async with aiohttp.ClientSession() as s:
+            for agent_id, stream in [("agent-1", False), ("agent-1", True), ("agent-2", False)]:
+                async with s.post(
+                    gate.url + "/v1/chat/completions",
+                    json=chat(stream=stream),
+                    headers={"X-Agent-ID": agent_id},
+                ) as resp:
+                    assert resp.status == 200
+                    await resp.read()
+            async with s.post(
+                gate.url + "/api/budget/agent-2", json={"budget_total": 12}, headers=ADMIN
+            ) as resp:
+                assert resp.status == 200
+            before = await spend(s, gate.url)
+            assert await gate.stop(signal.SIGTERM) == 0
+            gate = await start_gate(cfg, tmp_path)
+            after = await spend(s, gate.url)
+        assert after == before
+        assert after["agent-2"]["budget_total"] == 12
+        assert Decimal(str(after["agent-1"]["budget_spent"])) > 0
+    finally:
+        await gate.stop()
+        await mock.stop()
+    assert "Traceback" not in gate.errors()
+
+
+async def test_kill_9_mid_stream_reconciles_by_generation(tmp_path: Path) -> None:
+    mock = await start_mock(tmp_path)
+    cfg = config_file(tmp_path, mock.url)
+    gate = await start_gate(cfg, tmp_path)
+    log = tmp_path / "spend.jsonl"
+    streams = 8
+    try:
+        async with aiohttp.ClientSession() as s:
+            faults = [{"chunks": 200, "chunk_delay": 0.05}] * streams
+            async with s.post(mock.url + "/_mock/faults", json=faults) as resp:
+                assert resp.status == 200
+            responses = []
+            for _ in range(streams):
+                resp = await s.post(
+                    gate.url + "/v1/chat/completions",
+                    json=chat(stream=True),
+                    headers={"X-Agent-ID": "agent-1"},
+                )
+                assert resp.status == 200
+                await resp.content.readany()  # the stream is under way
+                responses.append(resp)
+            # Wait until every hold has its generation id on disk, then crash.
+            for _ in range(200):
+                named = [
+                    r for r in spend_lines(log) if r["event"] == "hold" and "generation_id" in r
+                ]
+                if len(named) == streams:
+                    break
+                await asyncio.sleep(0.02)
+            assert len(named) == streams
+            await gate.stop(signal.SIGKILL)
+            for resp in responses:
+                resp.close()
+            assert not [r for r in spend_lines(log) if r["event"] == "request"]
+
+            gate = await start_gate(cfg, tmp_path)
+            await wait_reconciled(s, gate.url)
+            recovered = [r for r in spend_lines(log) if r["event"] == "request"]
+            assert len(recovered) == streams
+            assert all(r["recovered"] and r["cost_source"] == "generation" for r in recovered)
+            stats = await mock_stats(s, mock.url)
+            assert books(log) == Decimal(stats["total_charged_str"])
+            state = await spend(s, gate.url)
+            assert Decimal(str(state["agent-1"]["budget_spent"])) == books(log)
+            # A second restart changes nothing: recovered holds are settled once.
+            assert await gate.stop(signal.SIGTERM) == 0
+            gate = await start_gate(cfg, tmp_path)
+            assert await spend(s, gate.url) == state
+            assert len([r for r in spend_lines(log) if r["event"] == "request"]) == streams
+    finally:
+        await gate.stop()
+        await mock.stop()
+
+
+async def test_bad_config_exits_2_with_one_line_per_problem(tmp_path: Path) -> None:
+    raw = raw_config(tmp_path, "http://127.0.0.1:9/api/v1")
+    raw["cost_routing"]["agents"]["agent-1"]["tiers"] = [{"threshold": 1.5, "models": ["a/b"]}]
+    raw["cost_routing"]["openrouter"]["api_key"] = "${NOT_SET_ANYWHERE}"
+    cfg = write_config(tmp_path / "bad.yaml", raw)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gate",
+        "--config",
+        str(cfg),
+        "--port",
+        "0",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    _out, err = await proc.communicate()
+    assert proc.returncode == 2
+    lines = err.decode().strip().splitlines()
+    assert "cost_routing.agents.agent-1.tiers[0].threshold: must be within 0..1" in "\n".join(lines)
+    assert any("cost_routing.openrouter.api_key" in ln and "NOT_SET_ANYWHERE" in ln for ln in lines)
+    assert len(lines) == 2, lines
+    assert UPSTREAM_KEY not in err.decode()
+
+
+def test_policy_yaml_without_key_names_the_one_problem(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parent.parent
+    env = {"PATH": "/usr/bin:/bin", "SPEND_LOG": str(tmp_path / "s.jsonl")}
+    done = subprocess.run(
+        [sys.executable, "-m", "gate", "--port", "0"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "gate: cost_routing.openrouter.api_key: environment variable OPENROUTER_API_KEY is not set"
+    ]
