@@ -25,6 +25,7 @@ from .upstream import Upstream
 log = logging.getLogger(__name__)
 
 CONFIG = web.AppKey("config", GateConfig)
+PRICES_AT_START = 5.0  # seconds start-up waits for the price table
 CLOCK: web.AppKey[Clock] = web.AppKey("clock")
 
 
@@ -73,6 +74,9 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
             )
             app[GATE] = gate
             auth = f"Bearer {cfg.openrouter.api_key}" if cfg.openrouter.api_key else None
+            # Holds are only as good as the prices: try to have them before serving.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(gate.prices.refresh(gate.upstream, auth), PRICES_AT_START)
             tasks = [
                 asyncio.create_task(gate.prices.keep_fresh(gate.upstream, auth), name="prices"),
                 asyncio.create_task(reconcile_open_holds(gate), name="reconcile"),
@@ -80,6 +84,8 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
             try:
                 yield
             finally:
+                if gate.orphans:  # relays still billing a client that left
+                    await asyncio.wait(gate.orphans, timeout=cfg.openrouter.drain_timeout_seconds)
                 for task in tasks:
                     task.cancel()
                 for task in tasks:

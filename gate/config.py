@@ -80,6 +80,8 @@ class RetryConfig:
 @dataclass(frozen=True, slots=True)
 class LimitsConfig:
     max_body_bytes: int = 10 * 1024 * 1024
+    max_concurrent_upstream: int = 256  # calls in flight upstream; beyond: 503 + Retry-After
+    client_timeout_seconds: float = 30.0  # a body read or one write to a client may stall this long
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +116,7 @@ class GateConfig:
     openrouter: OpenRouterConfig
     agents: Mapping[str, AgentPolicy]
     admin_token: str | None = None
+    require_agent_keys: bool = False  # every agent must have (and send) an api_key
     spend_log_fsync: bool = False
     retry: RetryConfig = field(default_factory=RetryConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
@@ -131,8 +134,8 @@ _MODEL_ID = re.compile(r"[^\s,]+")  # ids travel comma-separated in a response h
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _GATE_HEADERS = frozenset({"authorization", "host", "content-length", "transfer-encoding"})
 
-_TOP_KEYS = ("spend_log", "spend_log_fsync", "admin_token", "openrouter", "retry", "limits",
-             "holds", "console", "alerts", "spend_store", "agents")
+_TOP_KEYS = ("spend_log", "spend_log_fsync", "admin_token", "require_agent_keys", "openrouter",
+             "retry", "limits", "holds", "console", "alerts", "spend_store", "agents")
 _OPENROUTER_KEYS = ("base_url", "api_key", "timeout_seconds", "connect_timeout_seconds",
                     "drain_timeout_seconds", "prices_refresh_seconds", "headers")
 _AGENT_KEYS = ("budget_total", "budget_spent", "budget_source", "period", "hard_cap",
@@ -465,7 +468,8 @@ def parse_config(raw: object, env: Mapping[str, str], base_dir: Path,
     retry, limits, holds = RetryConfig(), LimitsConfig(), HoldsConfig()
     rp, lp, hp = f"{_ROOT}.retry", f"{_ROOT}.limits", f"{_ROOT}.holds"
     rm = r.section(root, "retry", _ROOT, ("max_retries", "backoff_seconds", "max_backoff_seconds"))
-    lm = r.section(root, "limits", _ROOT, ("max_body_bytes",))
+    lm = r.section(root, "limits", _ROOT,
+                   ("max_body_bytes", "max_concurrent_upstream", "client_timeout_seconds"))
     hm = r.section(root, "holds", _ROOT, ("default_max_tokens", "unknown_model_usd_per_token"))
     am = r.section(root, "alerts", _ROOT)  # may carry keys for other tools: not checked
     admin_token = r.text(root, "admin_token", _ROOT)
@@ -482,8 +486,15 @@ def parse_config(raw: object, env: Mapping[str, str], base_dir: Path,
             max_backoff_seconds=r.seconds(rm, "max_backoff_seconds", rp,
                                           retry.max_backoff_seconds, positive=False),
         ),
-        limits=LimitsConfig(r.integer(lm, "max_body_bytes", lp, limits.max_body_bytes,
-                                      positive=True)),
+        limits=LimitsConfig(
+            max_body_bytes=r.integer(lm, "max_body_bytes", lp, limits.max_body_bytes,
+                                     positive=True),
+            max_concurrent_upstream=r.integer(lm, "max_concurrent_upstream", lp,
+                                              limits.max_concurrent_upstream, positive=True),
+            client_timeout_seconds=r.seconds(lm, "client_timeout_seconds", lp,
+                                             limits.client_timeout_seconds),
+        ),
+        require_agent_keys=r.flag(root, "require_agent_keys", _ROOT, False),
         holds=HoldsConfig(
             default_max_tokens=r.integer(hm, "default_max_tokens", hp,
                                          holds.default_max_tokens, positive=True),
@@ -507,6 +518,11 @@ def parse_config(raw: object, env: Mapping[str, str], base_dir: Path,
                 r.fail(f"{_ROOT}.agents.{agent.agent_id}.api_key",
                        "needs cost_routing.openrouter.api_key (pass-through sends the "
                        "client's Authorization upstream)")
+    if config.require_agent_keys:
+        for agent in config.agents.values():
+            if not agent.api_key:
+                r.fail(f"{_ROOT}.agents.{agent.agent_id}.api_key",
+                       "is required (require_agent_keys is true)")
     if r.problems:
         raise ConfigError(r.problems)
     return config

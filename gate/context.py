@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import logging
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -12,6 +16,9 @@ from .metrics import Metrics
 from .prices import PriceTable
 from .upstream import Upstream
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
 
 @dataclass(slots=True)
 class Gate:
@@ -20,6 +27,24 @@ class Gate:
     upstream: Upstream
     prices: PriceTable
     metrics: Metrics
+    # Relays whose handler was cancelled (client gone, shutdown): they finish billing here.
+    orphans: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    async def shielded(self, work: Coroutine[Any, Any, T]) -> T:
+        """Run a relay so that cancelling the handler cannot stop it half-way: it reads
+        on, settles its hold and writes its line whatever happens to the client."""
+        task = asyncio.ensure_future(work)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            self.orphans.add(task)
+            task.add_done_callback(self._orphan_done)
+            raise
+
+    def _orphan_done(self, task: asyncio.Task[Any]) -> None:
+        self.orphans.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("relay failed after its client left", exc_info=task.exception())
 
     def secrets(self) -> list[str]:
         """Every secret the gate knows, for scrubbing what it relays."""

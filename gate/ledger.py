@@ -97,6 +97,8 @@ class Ledger:
         now = clock()
         self._accounts = {aid: _new_account(p, now) for aid, p in agents.items()}
         self._holds: dict[str, Hold] = {}
+        self._no_holds = asyncio.Event()
+        self._no_holds.set()
 
     # -- reading ----------------------------------------------------------------------
 
@@ -115,6 +117,15 @@ class Ledger:
 
     def open_holds(self) -> list[Hold]:
         return [h for h in self._holds.values() if not h.settled]
+
+    async def all_settled(self) -> None:
+        """Wait until no hold is open (every request in flight has written its line)."""
+        await self._no_holds.wait()
+
+    def _forget(self, hold: Hold) -> None:
+        self._holds.pop(hold.request_id, None)
+        if not self._holds:
+            self._no_holds.set()
 
     def view(self, agent_id: str) -> dict[str, Any] | None:
         """The account as the admin API shows it."""
@@ -177,6 +188,7 @@ class Ledger:
             hold = Hold(request_id, agent_id, decision.hold)
             acct.held += hold.amount
             self._holds[request_id] = hold
+            self._no_holds.clear()
             written = self._log.append(
                 {
                     "ts": iso(now),
@@ -222,7 +234,7 @@ class Ledger:
         if hold.settled:
             return None
         hold.settled = True
-        self._holds.pop(hold.request_id, None)
+        self._forget(hold)
         now = self._clock()
         acct = self._accounts.get(hold.agent_id)
         remaining: Decimal | None = None
@@ -253,7 +265,7 @@ class Ledger:
 
     def _release(self, hold: Hold) -> None:
         hold.settled = True
-        self._holds.pop(hold.request_id, None)
+        self._forget(hold)
         acct = self._accounts.get(hold.agent_id)
         if acct is not None:
             acct.held -= hold.amount
@@ -340,6 +352,8 @@ class Ledger:
         now = self._clock()
         for acct in self._accounts.values():
             self._roll(acct, now, record=False)
+        if self._holds:
+            self._no_holds.clear()
         for hold in self._holds.values():
             holder = self._accounts.get(hold.agent_id)
             if holder is not None:

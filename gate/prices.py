@@ -65,9 +65,10 @@ class PriceTable:
 
     async def keep_fresh(self, upstream: Upstream, authorization: str | None) -> None:
         """Refresh forever: every `prices_refresh_seconds`, sooner after a failure."""
+        ok = self.loaded
         while True:
+            interval = upstream.config.prices_refresh_seconds
+            await asyncio.sleep(interval if ok else min(RETRY_SECONDS, interval))
             ok = await self.refresh(upstream, authorization)
             if not ok:
                 log.warning("prices: could not load the model list from upstream")
-            interval = upstream.config.prices_refresh_seconds
-            await asyncio.sleep(interval if ok else min(RETRY_SECONDS, interval))

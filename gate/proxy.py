@@ -76,9 +76,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         raise
     admission, hold = outcome
     call = Call(gate, request, chat, caller, admission, hold, line, started)
-    if chat.stream:
-        return await relay_stream(call)
-    return await relay_json(call)
+    return await gate.shielded(relay_stream(call) if chat.stream else relay_json(call))
 
 
 def _log_unavailable(reason: str) -> GateError:
