@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
 
 import aiohttp
 from aiohttp import web
@@ -19,13 +20,14 @@ from .metrics import Metrics
 from .prices import PriceTable
 from .proxy import chat_completions, list_models
 from .reconcile import reconcile_open_holds
-from .spendlog import SpendLog, read_records
+from .spendlog import SpendLog, last_snapshot_offset, read_records
 from .upstream import Upstream
 
 log = logging.getLogger(__name__)
 
 CONFIG = web.AppKey("config", GateConfig)
 PRICES_AT_START = 5.0  # seconds start-up waits for the price table
+SNAPSHOT_AT_START = 1000  # replayed more lines than this: write a snapshot once started
 CLOCK: web.AppKey[Clock] = web.AppKey("clock")
 
 
@@ -61,8 +63,10 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     await spend_log.start()
     try:
         ledger = Ledger(cfg.agents, spend_log, app[CLOCK])
-        count = await asyncio.to_thread(lambda: ledger.replay(read_records(cfg.spend_log)))
+        count = await asyncio.to_thread(_replay, ledger, cfg.spend_log)
         log.info("spend log: %d lines replayed, %d holds open", count, len(ledger.open_holds()))
+        if count > SNAPSHOT_AT_START:
+            ledger.write_snapshot()  # the next start replays from here
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
         async with aiohttp.ClientSession(connector=connector) as session:
             gate = Gate(
@@ -93,6 +97,10 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
                         await task
     finally:
         await spend_log.close()
+
+
+def _replay(ledger: Ledger, path: Path) -> int:
+    return ledger.replay(read_records(path, last_snapshot_offset(path)))
 
 
 def create_app(

@@ -27,6 +27,7 @@ from .spendlog import SpendLog, SpendLogError
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+SNAPSHOT_EVERY = 10_000  # lines between snapshots: start-up replays at most about this many
 
 
 def utc_now() -> datetime:
@@ -99,6 +100,47 @@ class Ledger:
         self._holds: dict[str, Hold] = {}
         self._no_holds = asyncio.Event()
         self._no_holds.set()
+        self._since_snapshot = 0
+
+    # -- the log ----------------------------------------------------------------------
+
+    def _append(
+        self, record: dict[str, Any], *, durable: bool = False
+    ) -> asyncio.Future[None] | None:
+        written = self._log.append(record, durable=durable)
+        self._since_snapshot += 1
+        if self._since_snapshot >= SNAPSHOT_EVERY:
+            self.write_snapshot()
+        return written
+
+    def write_snapshot(self) -> None:
+        """Append the whole state as one line; replay starts from the last one."""
+        self._since_snapshot = 0
+        self._log.append(self.snapshot_record())
+
+    def snapshot_record(self) -> dict[str, Any]:
+        return {
+            "event": "snapshot",
+            "ts": iso(self._clock()),
+            "agents": {
+                agent_id: {
+                    "budget_total": acct.budget_total,
+                    "total_set_by_admin": acct.total_set_by_admin,
+                    "spent": acct.spent,
+                    "period_start": iso(acct.period_start) if acct.period_start else None,
+                }
+                for agent_id, acct in self._accounts.items()
+            },
+            "holds": {
+                h.request_id: {
+                    "agent_id": h.agent_id,
+                    "held": h.amount,
+                    "generation_id": h.generation_id,
+                }
+                for h in self._holds.values()
+                if not h.settled
+            },
+        }
 
     # -- reading ----------------------------------------------------------------------
 
@@ -189,7 +231,7 @@ class Ledger:
             acct.held += hold.amount
             self._holds[request_id] = hold
             self._no_holds.clear()
-            written = self._log.append(
+            written = self._append(
                 {
                     "ts": iso(now),
                     "event": "hold",
@@ -217,7 +259,7 @@ class Ledger:
         if hold.generation_id is not None or hold.settled:
             return
         hold.generation_id = generation_id
-        self._log.append(
+        self._append(
             {
                 "ts": iso(self._clock()),
                 "event": "hold",
@@ -251,13 +293,13 @@ class Ledger:
             cost=cost,
             budget_remaining=remaining,
         )
-        self._log.append(line)
+        self._append(line)
         return remaining
 
     def record_refusal(self, line: dict[str, Any]) -> None:
         """A request that never went upstream: a line with cost 0, no state change."""
         line.update(ts=iso(self._clock()), event="request", cost=ZERO, cost_source="none")
-        self._log.append(line)
+        self._append(line)
 
     def projected_remaining(self, hold: Hold, cost: Decimal) -> Decimal | None:
         acct = self._accounts.get(hold.agent_id)
@@ -287,7 +329,7 @@ class Ledger:
             if budget_spent is not None:
                 acct.spent = budget_spent
                 line["budget_spent"] = budget_spent
-            self._log.append(line)
+            self._append(line)
 
     async def reset(self, agent_id: str, reason: str = "admin") -> None:
         acct = self._accounts[agent_id]
@@ -295,9 +337,7 @@ class Ledger:
             now = self._clock()
             self._roll(acct, now, record=True)
             acct.spent = ZERO
-            self._log.append(
-                {"ts": iso(now), "event": "reset", "agent_id": agent_id, "reason": reason}
-            )
+            self._append({"ts": iso(now), "event": "reset", "agent_id": agent_id, "reason": reason})
 
     def apply_policies(self, agents: Mapping[str, AgentPolicy]) -> None:
         """A reloaded config: new policies in force, spend kept; a budget total set
@@ -329,7 +369,7 @@ class Ledger:
         acct.period_start = start
         acct.spent = ZERO
         if record:
-            self._log.append(
+            self._append(
                 {
                     "ts": iso(now),
                     "event": "reset",
@@ -362,6 +402,9 @@ class Ledger:
 
     def _apply(self, record: Mapping[str, Any]) -> None:
         event = record.get("event")
+        if event == "snapshot":
+            self._restore(record)
+            return
         agent_id = record.get("agent_id")
         request_id = record.get("request_id")
         if event == "hold" and isinstance(request_id, str) and isinstance(agent_id, str):
@@ -393,6 +436,26 @@ class Ledger:
                 acct.total_set_by_admin = True
             if spent is not None:
                 acct.spent = spent
+
+    def _restore(self, snapshot: Mapping[str, Any]) -> None:
+        agents = snapshot.get("agents")
+        for agent_id, saved in (agents if isinstance(agents, dict) else {}).items():
+            acct = self._accounts.get(agent_id)
+            if acct is None or not isinstance(saved, dict):
+                continue
+            total = to_decimal(saved.get("budget_total"))
+            if saved.get("total_set_by_admin") is True and total is not None:
+                acct.budget_total, acct.total_set_by_admin = total, True
+            acct.spent = to_decimal(saved.get("spent")) or ZERO
+            acct.period_start = parse_ts(saved.get("period_start"))
+        self._holds.clear()
+        holds = snapshot.get("holds")
+        for request_id, saved in (holds if isinstance(holds, dict) else {}).items():
+            if isinstance(saved, dict) and isinstance(saved.get("agent_id"), str):
+                hold = Hold(request_id, saved["agent_id"], to_decimal(saved.get("held")) or ZERO)
+                gen = saved.get("generation_id")
+                hold.generation_id = gen if isinstance(gen, str) else None
+                self._holds[request_id] = hold
 
 
 def _new_account(policy: AgentPolicy, now: datetime) -> Account:

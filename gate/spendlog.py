@@ -229,14 +229,43 @@ def _ends_mid_line(path: Path) -> bool:
         return False
 
 
-def read_records(path: Path) -> Iterator[dict[str, Any]]:
-    """Every whole JSON object in the log, in order; torn or foreign lines are skipped
-    with a warning. Numbers with a fraction come back as Decimal."""
+# Snapshot lines start with exactly these bytes (the ledger writes "event" first), so
+# start-up can find the last one by reading the file backwards.
+SNAPSHOT_MARK = b'{"event":"snapshot"'
+
+
+def last_snapshot_offset(path: Path) -> int:
+    """Where the last snapshot line starts (0 when there is none): replay starts there,
+    so start-up reads the tail of the log, not all of it."""
+    try:
+        f = path.open("rb")
+    except FileNotFoundError:
+        return 0
+    with f:
+        end = f.seek(0, os.SEEK_END)
+        needle = b"\n" + SNAPSHOT_MARK
+        while end > 0:
+            start = max(0, end - READ_CHUNK)
+            f.seek(start)
+            block = f.read(end - start + len(needle))  # overlap the next block's head
+            found = block.rfind(needle)
+            if found >= 0:
+                return start + found + 1
+            if start == 0 and block.startswith(SNAPSHOT_MARK):
+                return 0
+            end = start
+    return 0
+
+
+def read_records(path: Path, offset: int = 0) -> Iterator[dict[str, Any]]:
+    """Every whole JSON object in the log from `offset` on, in order; torn or foreign
+    lines are skipped with a warning. Numbers with a fraction come back as Decimal."""
     try:
         f = path.open("rb")
     except FileNotFoundError:
         return
     with f:
+        f.seek(offset)
         tail = b""
         number = 0
         while chunk := f.read(READ_CHUNK):
