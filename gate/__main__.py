@@ -14,6 +14,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from . import report
 from .app import create_app
 from .config import ConfigError, GateConfig, load_config
 
@@ -23,7 +24,11 @@ SHUTDOWN_GRACE_SECONDS = 30.0
 
 
 def parse_args(argv: Sequence[str] | None, env: Mapping[str, str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m gate", description="Execwall OR Gate")
+    parser = argparse.ArgumentParser(
+        prog="python -m gate",
+        description="Execwall OR Gate. Also: `python -m gate report ...` and "
+        "`python -m gate check-config PATH`.",
+    )
     parser.add_argument(
         "--config", type=Path, default=Path(env.get("CONFIG_PATH", "configs/policy.yaml"))
     )
@@ -60,8 +65,65 @@ async def serve(app: web.Application, host: str, port: int) -> None:
         await runner.cleanup()
 
 
+def report_main(argv: Sequence[str], env: Mapping[str, str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m gate report", description="Summarise the spend log (rotated files too)."
+    )
+    parser.add_argument("--log", type=Path, action="append", help="a spend log; repeat for several")
+    parser.add_argument(
+        "--config", type=Path, default=Path(env.get("CONFIG_PATH", "configs/policy.yaml"))
+    )
+    parser.add_argument("--since", help="ISO date or time (UTC), e.g. 2026-11-01")
+    parser.add_argument("--agent")
+    parser.add_argument("--by", choices=report.GROUPS, default="agent")
+    parser.add_argument("--format", choices=report.FORMATS, default="table")
+    args = parser.parse_args(argv)
+    logs = args.log
+    if not logs:
+        try:
+            logs = [load_config(args.config, env).spend_log]
+        except ConfigError as err:
+            print(f"gate report: no --log given and {args.config} does not load:", file=sys.stderr)
+            for problem in err.problems:
+                print(f"gate report: {problem}", file=sys.stderr)
+            return 2
+    lines = report.request_lines(logs, args.since, args.agent)
+    print(report.render(report.summarise(lines, args.by), args.by, args.format))
+    return 0
+
+
+def check_config_main(argv: Sequence[str], env: Mapping[str, str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gate check-config")
+    parser.add_argument("config", type=Path)
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.config, env)
+    except ConfigError as err:
+        for problem in err.problems:
+            print(f"gate: {problem}", file=sys.stderr)
+        return 2
+    print(f"{args.config}: ok")
+    print(f"  spend log      {cfg.spend_log}")
+    print(f"  upstream       {cfg.openrouter.base_url}")
+    key = "set" if cfg.openrouter.api_key else "not set: pass-through of the client's key"
+    print(f"  upstream key   {key}")
+    print(f"  admin token    {'set' if cfg.admin_token else 'not set: admin changes disabled'}")
+    for agent in cfg.agents.values():
+        tiers = ", ".join(f"{t.name}>{t.threshold}" for t in agent.tiers)
+        keyed = "keyed" if agent.api_key else "no key"
+        budget = f"{agent.budget_total} USD/{agent.period}"
+        print(f"  agent {agent.agent_id:<14} {budget}  {tiers}  ({keyed})")
+    return 0
+
+
+SUBCOMMANDS = {"report": report_main, "check-config": check_config_main}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     env = dict(os.environ)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in SUBCOMMANDS:
+        return SUBCOMMANDS[argv[0]](argv[1:], env)
     args = parse_args(argv, env)
     logging.basicConfig(
         level=args.log_level.upper(),
