@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from aiohttp_sse_client import client as sse_client
 
 REPO = Path(__file__).resolve().parent.parent
 AGENT = "agent-1"
@@ -132,30 +133,32 @@ async def chat(http: aiohttp.ClientSession, gate: str, stream: bool) -> Answer:
     if stream:
         body |= {"stream": True, "stream_options": {"include_usage": True}}
     url = f"{gate}/v1/chat/completions"
-    async with http.post(url, json=body, headers={"X-Agent-ID": AGENT}) as resp:
-        if not stream or resp.status != 200:
+    if not stream:
+        async with http.post(url, json=body, headers={"X-Agent-ID": AGENT}) as resp:
             return resp.status, await resp.json(), ""
-        usage_chunk: dict[str, Any] = {}
-        events = content = 0
-        done = False
-        async for raw in resp.content:  # one SSE line at a time, as the gate relays them
-            line = raw.decode().rstrip("\r\n")
-            if not line.startswith("data:"):
-                continue
-            data = line[5:].strip()
-            if data == "[DONE]":
+    # Streams are read by aiohttp-sse-client, an EventSource independent of the gate. It
+    # reconnects (a second, billed POST) when a stream ends, so stop at [DONE].
+    usage_chunk: dict[str, Any] = {}
+    events = content = 0
+    done = False
+    source = sse_client.EventSource(
+        url, option={"method": "POST"}, session=http, json=body, headers={"X-Agent-ID": AGENT}
+    )
+    async with source:
+        async for event in source:
+            if event.data == "[DONE]":
                 done = True
-                continue
+                break
             events += 1
-            chunk = json.loads(data)
+            chunk = json.loads(event.data)
             if chunk.get("choices"):
                 content += 1
             if "_execwall" in chunk:
                 usage_chunk = chunk
-        if not done or not usage_chunk:
-            missing = "[DONE]" if not done else "the usage chunk with _execwall"
-            raise DemoError(f"stream ended without {missing}")
-        return 200, usage_chunk, f"{events} SSE events ({content} with content), then [DONE]"
+    if not done or not usage_chunk:
+        missing = "[DONE]" if not done else "the usage chunk with _execwall"
+        raise DemoError(f"stream ended without {missing}")
+    return 200, usage_chunk, f"{events} SSE events ({content} with content), then [DONE]"
 
 
 async def run_step(
