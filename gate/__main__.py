@@ -45,10 +45,13 @@ def parse_args(argv: Sequence[str] | None, env: Mapping[str, str]) -> argparse.N
     return args
 
 
-async def serve(app: web.Application, host: str, port: int) -> None:
+async def serve(app: web.Application, host: str, port: int, idle_timeout: float) -> None:
     """Serve until SIGTERM/SIGINT, then stop taking requests, let the ones in flight
-    finish (up to the grace period), settle and flush."""
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    finish (up to the grace period), settle and flush. A connection that has not sent a
+    whole request within `idle_timeout` seconds (slow headers included) is closed."""
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, keepalive_timeout=idle_timeout
+    )
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port, shutdown_timeout=SHUTDOWN_GRACE_SECONDS)
@@ -137,7 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"gate: {problem}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(serve(create_app(cfg, env=env), args.host, args.port))
+        app = create_app(cfg, env=env)
+        asyncio.run(serve(app, args.host, args.port, cfg.limits.client_timeout_seconds))
     except OSError as exc:
         print(f"gate: cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)
         return 1

@@ -29,17 +29,23 @@ class Gate:
     metrics: Metrics
     # Relays whose handler was cancelled (client gone, shutdown): they finish billing here.
     orphans: set[asyncio.Task[Any]] = field(default_factory=set)
+    in_flight: int = 0  # relays running (upstream calls open), for the concurrency cap
 
     async def shielded(self, work: Coroutine[Any, Any, T]) -> T:
         """Run a relay so that cancelling the handler cannot stop it half-way: it reads
         on, settles its hold and writes its line whatever happens to the client."""
         task = asyncio.ensure_future(work)
+        self.in_flight += 1
+        task.add_done_callback(self._relay_done)
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
             self.orphans.add(task)
             task.add_done_callback(self._orphan_done)
             raise
+
+    def _relay_done(self, _task: asyncio.Task[Any]) -> None:
+        self.in_flight -= 1
 
     def _orphan_done(self, task: asyncio.Task[Any]) -> None:
         self.orphans.discard(task)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import re
@@ -63,20 +64,26 @@ def identify(request: web.Request, cfg: GateConfig) -> Caller:
     return Caller(policy, "Bearer " + token)
 
 
-async def read_json_object(request: web.Request, limit: int) -> tuple[dict[str, Any], int]:
+async def read_json_object(
+    request: web.Request, limit: int, deadline: float
+) -> tuple[dict[str, Any], int]:
     """The body as a JSON object and its size; 413 before reading when it is too
-    large (a chunked body is cut as soon as it passes the limit), 400 when it is not
-    an object."""
+    large (a chunked body is cut as soon as it passes the limit), 408 when it takes
+    longer than `deadline` seconds to arrive, 400 when it is not an object."""
     length = request.content_length
     if length is not None and length > limit:
         raise GateError(413, INVALID_REQUEST, f"request body larger than {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.content.iter_any():
-        size += len(chunk)
-        if size > limit:
-            raise GateError(413, INVALID_REQUEST, f"request body larger than {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(deadline):
+            async for chunk in request.content.iter_any():
+                size += len(chunk)
+                if size > limit:
+                    raise GateError(413, INVALID_REQUEST, f"request body larger than {limit} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise GateError(408, INVALID_REQUEST, "request body arrived too slowly") from None
     raw = b"".join(chunks)
     try:
         body = json.loads(raw)

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from .context import GATE, Gate
 from .cost import ZERO, estimate_prompt_tokens
-from .errors import BUDGET_EXHAUSTED, SPEND_LOG_UNAVAILABLE, GateError
+from .errors import BUDGET_EXHAUSTED, OVERLOADED, SPEND_LOG_UNAVAILABLE, GateError
 from .intake import chat_request, identify, read_json_object
 from .ledger import HoldDefaults, HoldRequest
 from .relay import Call, relay_json, relay_stream
@@ -50,12 +50,18 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     try:
         caller = identify(request, cfg)
         line["agent_id"] = caller.policy.agent_id
-        body, size = await read_json_object(request, cfg.limits.max_body_bytes)
+        body, size = await read_json_object(
+            request, cfg.limits.max_body_bytes, cfg.limits.client_timeout_seconds
+        )
         line["stream"] = body.get("stream") is True
         chat = chat_request(body, size)
         spend_log = gate.ledger.spend_log
         if spend_log.error is not None:
             raise _log_unavailable(spend_log.error)
+        if gate.in_flight >= cfg.limits.max_concurrent_upstream:
+            raise GateError(
+                503, OVERLOADED, "too many requests in flight; retry shortly", {"Retry-After": "1"}
+            )
         try:
             outcome = await gate.ledger.reserve(
                 caller.policy.agent_id,

@@ -43,6 +43,7 @@ SSE_HEADERS = {
     "X-Accel-Buffering": "no",
 }
 CLIENT_CLOSED = 499  # nginx's status for a client that left before the answer ended
+STALL_CHECK_BYTES = 16 * 1024  # unsent bytes queued for a client before writes get a deadline
 
 
 @dataclass(slots=True)
@@ -247,10 +248,21 @@ class _Stream:
     async def send(self, data: bytes) -> None:
         if not self.client_ok or not data:
             return
+        transport = self.call.request.transport
         try:
-            await self.out.write(data)
+            queued = 0 if transport is None else transport.get_write_buffer_size()
+            if queued + len(data) < STALL_CHECK_BYTES:
+                await self.out.write(data)  # the common case: the client keeps up
+                return
+            # The client is not reading: a write may wait for it, but not forever.
+            async with asyncio.timeout(self.call.gate.config.limits.client_timeout_seconds):
+                await self.out.write(data)
         except (ConnectionResetError, RuntimeError):
             self.client_ok = False
+        except TimeoutError:
+            self.client_ok = False
+            if transport is not None:
+                transport.abort()
 
     def events_out(self, chunk: bytes) -> bytes:
         """Feed a chunk; return the bytes to relay (usually the complete events, unchanged)."""
