@@ -134,12 +134,38 @@ _MODEL_ID = re.compile(r"[^\s,]+")  # ids travel comma-separated in a response h
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _GATE_HEADERS = frozenset({"authorization", "host", "content-length", "transfer-encoding"})
 
-_TOP_KEYS = ("spend_log", "spend_log_fsync", "admin_token", "require_agent_keys", "openrouter",
-             "retry", "limits", "holds", "console", "alerts", "spend_store", "agents")
-_OPENROUTER_KEYS = ("base_url", "api_key", "timeout_seconds", "connect_timeout_seconds",
-                    "drain_timeout_seconds", "prices_refresh_seconds", "headers")
-_AGENT_KEYS = ("budget_total", "budget_spent", "budget_source", "period", "hard_cap",
-               "api_key", "tiers")
+_TOP_KEYS = (
+    "spend_log",
+    "spend_log_fsync",
+    "admin_token",
+    "require_agent_keys",
+    "openrouter",
+    "retry",
+    "limits",
+    "holds",
+    "console",
+    "alerts",
+    "spend_store",
+    "agents",
+)
+_OPENROUTER_KEYS = (
+    "base_url",
+    "api_key",
+    "timeout_seconds",
+    "connect_timeout_seconds",
+    "drain_timeout_seconds",
+    "prices_refresh_seconds",
+    "headers",
+)
+_AGENT_KEYS = (
+    "budget_total",
+    "budget_spent",
+    "budget_source",
+    "period",
+    "hard_cap",
+    "api_key",
+    "tiers",
+)
 _TIER_KEYS = ("threshold", "models", "name")
 _ROOT = "cost_routing"
 _OR = OpenRouterConfig(base_url="", api_key=None)  # field defaults
@@ -171,8 +197,9 @@ class _Reader:
         self.fail(path, "must be a mapping")
         return None
 
-    def section(self, m: Mapping[Any, Any], key: str, path: str,
-                known: tuple[str, ...] | None = None) -> Mapping[Any, Any]:
+    def section(
+        self, m: Mapping[Any, Any], key: str, path: str, known: tuple[str, ...] | None = None
+    ) -> Mapping[Any, Any]:
         sub = self.mapping(m.get(key), f"{path}.{key}") or {}
         if known is not None:
             self.unknown(sub, f"{path}.{key}", known)
@@ -182,8 +209,9 @@ class _Reader:
         for key in m:
             if key not in known:
                 near = get_close_matches(str(key), known, n=1)
-                self.fail(f"{path}.{key}", "unknown key" + (f" (did you mean {near[0]}?)"
-                                                           if near else ""))
+                self.fail(
+                    f"{path}.{key}", "unknown key" + (f" (did you mean {near[0]}?)" if near else "")
+                )
 
     def interpolate(self, text: str, path: str) -> object:
         unset: list[str] = []
@@ -209,8 +237,9 @@ class _Reader:
             value = self.interpolate(value, f"{path}.{key}")
         return _ABSENT if value is None or value == "" else value
 
-    def text(self, m: Mapping[Any, Any], key: str, path: str, *,
-             required: bool = False) -> str | None:
+    def text(
+        self, m: Mapping[Any, Any], key: str, path: str, *, required: bool = False
+    ) -> str | None:
         value = self.get(m, key, path)
         if value is _ABSENT and required:
             self.fail(f"{path}.{key}", "is required")
@@ -221,8 +250,16 @@ class _Reader:
             return None
         return str(value)
 
-    def url(self, m: Mapping[Any, Any], key: str, path: str, *, required: bool = False,
-            schemes: tuple[str, ...] = ("http", "https"), plain: bool = True) -> str | None:
+    def url(
+        self,
+        m: Mapping[Any, Any],
+        key: str,
+        path: str,
+        *,
+        required: bool = False,
+        schemes: tuple[str, ...] = ("http", "https"),
+        plain: bool = True,
+    ) -> str | None:
         """A URL with a host; `plain`: without a query (a base other paths are added to)."""
         value = self.text(m, key, path, required=required)
         if value is not None and not _is_url(value, schemes, plain):
@@ -231,8 +268,9 @@ class _Reader:
             return None
         return value.rstrip("/") if value else None
 
-    def choice(self, m: Mapping[Any, Any], key: str, path: str, options: tuple[str, ...],
-               default: str) -> str:
+    def choice(
+        self, m: Mapping[Any, Any], key: str, path: str, options: tuple[str, ...], default: str
+    ) -> str:
         value = self.text(m, key, path)
         if value is not None and value not in options:
             self.fail(f"{path}.{key}", f"must be one of {', '.join(options)}")
@@ -249,9 +287,17 @@ class _Reader:
         self.fail(f"{path}.{key}", "must be true or false")
         return default
 
-    def number(self, m: Mapping[Any, Any], key: str, path: str, *, required: bool = False,
-               positive: bool = False, high: Decimal | None = None,
-               whole: bool = False) -> Decimal | None:
+    def number(
+        self,
+        m: Mapping[Any, Any],
+        key: str,
+        path: str,
+        *,
+        required: bool = False,
+        positive: bool = False,
+        high: Decimal | None = None,
+        whole: bool = False,
+    ) -> Decimal | None:
         """A number >= 0 (> 0 when `positive`, <= `high`); None when absent or reported."""
         value, where = self.get(m, key, path), f"{path}.{key}"
         if value is _ABSENT and required:
@@ -271,18 +317,21 @@ class _Reader:
             return number
         return None
 
-    def decimal(self, m: Mapping[Any, Any], key: str, path: str, default: Decimal, *,
-                required: bool = False) -> Decimal:
+    def decimal(
+        self, m: Mapping[Any, Any], key: str, path: str, default: Decimal, *, required: bool = False
+    ) -> Decimal:
         value = self.number(m, key, path, required=required)
         return default if value is None else value
 
-    def seconds(self, m: Mapping[Any, Any], key: str, path: str, default: float, *,
-                positive: bool = True) -> float:
+    def seconds(
+        self, m: Mapping[Any, Any], key: str, path: str, default: float, *, positive: bool = True
+    ) -> float:
         value = self.number(m, key, path, positive=positive)
         return default if value is None else float(value)
 
-    def integer(self, m: Mapping[Any, Any], key: str, path: str, default: int, *,
-                positive: bool = False) -> int:
+    def integer(
+        self, m: Mapping[Any, Any], key: str, path: str, default: int, *, positive: bool = False
+    ) -> int:
         value = self.number(m, key, path, positive=positive, whole=True)
         return default if value is None else int(value)
 
@@ -306,8 +355,13 @@ def _is_url(text: str, schemes: tuple[str, ...], plain: bool) -> bool:
         _ = parts.port  # raises on a malformed port
     except ValueError:
         return False
-    return (parts.scheme in schemes and bool(parts.hostname) and not parts.fragment
-            and not (plain and parts.query) and not any(c.isspace() for c in text))
+    return (
+        parts.scheme in schemes
+        and bool(parts.hostname)
+        and not parts.fragment
+        and not (plain and parts.query)
+        and not any(c.isspace() for c in text)
+    )
 
 
 def _openrouter(r: _Reader, root: Mapping[Any, Any]) -> OpenRouterConfig:
@@ -320,11 +374,13 @@ def _openrouter(r: _Reader, root: Mapping[Any, Any]) -> OpenRouterConfig:
         base_url=r.url(m, "base_url", p, required=True) or "",
         api_key=(api_key.strip() or None) if api_key else None,
         timeout_seconds=r.seconds(m, "timeout_seconds", p, _OR.timeout_seconds),
-        connect_timeout_seconds=r.seconds(m, "connect_timeout_seconds", p,
-                                          _OR.connect_timeout_seconds),
+        connect_timeout_seconds=r.seconds(
+            m, "connect_timeout_seconds", p, _OR.connect_timeout_seconds
+        ),
         drain_timeout_seconds=r.seconds(m, "drain_timeout_seconds", p, _OR.drain_timeout_seconds),
-        prices_refresh_seconds=r.seconds(m, "prices_refresh_seconds", p,
-                                         _OR.prices_refresh_seconds),
+        prices_refresh_seconds=r.seconds(
+            m, "prices_refresh_seconds", p, _OR.prices_refresh_seconds
+        ),
         headers=_headers(r, r.section(m, "headers", p), f"{p}.headers"),
     )
 
@@ -428,8 +484,10 @@ def _tiers(r: _Reader, m: Mapping[Any, Any], p: str) -> tuple[Tier, ...]:
     found.sort(key=lambda tier: tier[0], reverse=True)
     n = len(found)
     defaults = ("premium", "mid", "economy") if n == 3 else [f"tier-{k + 1}" for k in range(n)]
-    tiers = tuple(Tier(name or defaults[k], threshold, models)
-                  for k, (threshold, name, models) in enumerate(found))
+    tiers = tuple(
+        Tier(name or defaults[k], threshold, models)
+        for k, (threshold, name, models) in enumerate(found)
+    )
     names = [tier.name for tier in tiers]
     for dup in sorted({x for x in names if names.count(x) > 1}):
         r.fail(p, f"tier name {dup} is used twice")
@@ -454,8 +512,9 @@ def _models(r: _Reader, items: object, p: str) -> tuple[str, ...]:
     return tuple(models)
 
 
-def parse_config(raw: object, env: Mapping[str, str], base_dir: Path,
-                 source: Path | None = None) -> GateConfig:
+def parse_config(
+    raw: object, env: Mapping[str, str], base_dir: Path, source: Path | None = None
+) -> GateConfig:
     """Build the typed config from a whole YAML document; raise `ConfigError` listing all
     problems. Relative paths are resolved against `base_dir` (the config file's folder)."""
     if not isinstance(raw, Mapping) or raw.get(_ROOT) is None:
@@ -468,38 +527,50 @@ def parse_config(raw: object, env: Mapping[str, str], base_dir: Path,
     retry, limits, holds = RetryConfig(), LimitsConfig(), HoldsConfig()
     rp, lp, hp = f"{_ROOT}.retry", f"{_ROOT}.limits", f"{_ROOT}.holds"
     rm = r.section(root, "retry", _ROOT, ("max_retries", "backoff_seconds", "max_backoff_seconds"))
-    lm = r.section(root, "limits", _ROOT,
-                   ("max_body_bytes", "max_concurrent_upstream", "client_timeout_seconds"))
+    lm = r.section(
+        root,
+        "limits",
+        _ROOT,
+        ("max_body_bytes", "max_concurrent_upstream", "client_timeout_seconds"),
+    )
     hm = r.section(root, "holds", _ROOT, ("default_max_tokens", "unknown_model_usd_per_token"))
     am = r.section(root, "alerts", _ROOT)  # may carry keys for other tools: not checked
     admin_token = r.text(root, "admin_token", _ROOT)
     config = GateConfig(
-        spend_log=Path(os.path.normpath(base_dir / (r.text(root, "spend_log", _ROOT)
-                                                    or "spend.jsonl"))),
+        spend_log=Path(
+            os.path.normpath(base_dir / (r.text(root, "spend_log", _ROOT) or "spend.jsonl"))
+        ),
         spend_log_fsync=r.flag(root, "spend_log_fsync", _ROOT, False),
         admin_token=env.get("GATE_ADMIN_TOKEN") or admin_token,
         openrouter=_openrouter(r, root),
         retry=RetryConfig(
             max_retries=r.integer(rm, "max_retries", rp, retry.max_retries),
-            backoff_seconds=r.seconds(rm, "backoff_seconds", rp, retry.backoff_seconds,
-                                      positive=False),
-            max_backoff_seconds=r.seconds(rm, "max_backoff_seconds", rp,
-                                          retry.max_backoff_seconds, positive=False),
+            backoff_seconds=r.seconds(
+                rm, "backoff_seconds", rp, retry.backoff_seconds, positive=False
+            ),
+            max_backoff_seconds=r.seconds(
+                rm, "max_backoff_seconds", rp, retry.max_backoff_seconds, positive=False
+            ),
         ),
         limits=LimitsConfig(
-            max_body_bytes=r.integer(lm, "max_body_bytes", lp, limits.max_body_bytes,
-                                     positive=True),
-            max_concurrent_upstream=r.integer(lm, "max_concurrent_upstream", lp,
-                                              limits.max_concurrent_upstream, positive=True),
-            client_timeout_seconds=r.seconds(lm, "client_timeout_seconds", lp,
-                                             limits.client_timeout_seconds),
+            max_body_bytes=r.integer(
+                lm, "max_body_bytes", lp, limits.max_body_bytes, positive=True
+            ),
+            max_concurrent_upstream=r.integer(
+                lm, "max_concurrent_upstream", lp, limits.max_concurrent_upstream, positive=True
+            ),
+            client_timeout_seconds=r.seconds(
+                lm, "client_timeout_seconds", lp, limits.client_timeout_seconds
+            ),
         ),
         require_agent_keys=r.flag(root, "require_agent_keys", _ROOT, False),
         holds=HoldsConfig(
-            default_max_tokens=r.integer(hm, "default_max_tokens", hp,
-                                         holds.default_max_tokens, positive=True),
-            unknown_model_usd_per_token=r.decimal(hm, "unknown_model_usd_per_token", hp,
-                                                  holds.unknown_model_usd_per_token),
+            default_max_tokens=r.integer(
+                hm, "default_max_tokens", hp, holds.default_max_tokens, positive=True
+            ),
+            unknown_model_usd_per_token=r.decimal(
+                hm, "unknown_model_usd_per_token", hp, holds.unknown_model_usd_per_token
+            ),
         ),
         console=_console(r, root),
         alerts=AlertsConfig(
@@ -515,14 +586,18 @@ def parse_config(raw: object, env: Mapping[str, str], base_dir: Path,
     ):  # pass-through would hand an agent's gate key to OpenRouter
         for agent in config.agents.values():
             if agent.api_key:
-                r.fail(f"{_ROOT}.agents.{agent.agent_id}.api_key",
-                       "needs cost_routing.openrouter.api_key (pass-through sends the "
-                       "client's Authorization upstream)")
+                r.fail(
+                    f"{_ROOT}.agents.{agent.agent_id}.api_key",
+                    "needs cost_routing.openrouter.api_key (pass-through sends the "
+                    "client's Authorization upstream)",
+                )
     if config.require_agent_keys:
         for agent in config.agents.values():
             if not agent.api_key:
-                r.fail(f"{_ROOT}.agents.{agent.agent_id}.api_key",
-                       "is required (require_agent_keys is true)")
+                r.fail(
+                    f"{_ROOT}.agents.{agent.agent_id}.api_key",
+                    "is required (require_agent_keys is true)",
+                )
     if r.problems:
         raise ConfigError(r.problems)
     return config

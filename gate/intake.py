@@ -44,9 +44,10 @@ def agent_id_of(request: web.Request) -> str:
     return raw
 
 
-def identify(request: web.Request, cfg: GateConfig) -> Caller:
+def identify(request: web.Request, cfg: GateConfig, agent_id: str | None = None) -> Caller:
     """The calling agent and the Authorization to send upstream (400/401/403)."""
-    agent_id = agent_id_of(request)
+    if agent_id is None:
+        agent_id = agent_id_of(request)
     policy = cfg.agents.get(agent_id)
     if policy is None:
         raise GateError(403, PERMISSION, f"agent '{agent_id}' is not configured on this gate")

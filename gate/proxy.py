@@ -15,7 +15,7 @@ from aiohttp import web
 from .context import GATE, Gate
 from .cost import ZERO, estimate_prompt_tokens
 from .errors import BUDGET_EXHAUSTED, OVERLOADED, SPEND_LOG_UNAVAILABLE, GateError
-from .intake import chat_request, identify, read_json_object
+from .intake import agent_id_of, chat_request, identify, read_json_object
 from .ledger import HoldDefaults, HoldRequest
 from .relay import Call, relay_json, relay_stream
 from .router import Refusal
@@ -48,8 +48,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter()
     line = blank_line(new_request_id())
     try:
-        caller = identify(request, cfg)
-        line["agent_id"] = caller.policy.agent_id
+        line["agent_id"] = agent_id_of(request)  # as claimed: a refusal names who tried
+        caller = identify(request, cfg, line["agent_id"])
         body, size = await read_json_object(
             request, cfg.limits.max_body_bytes, cfg.limits.client_timeout_seconds
         )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -149,6 +150,23 @@ class Call:
             return priced, "price_table"
         return self.hold.amount, "hold"
 
+    async def settle_final(self) -> tuple[Decimal, Decimal | None]:
+        """Settle once the answer has ended: from usage or the price table when they give
+        a cost, else from OpenRouter's record of the generation, else the hold."""
+        generation_id = self.line["generation_id"]
+        if generation_id is not None and self.known_cost()[1] == "hold":
+            record = await self.gate.upstream.generation(generation_id, self.caller.authorization)
+            cost = to_decimal(record.get("total_cost")) if record is not None else None
+            if record is not None and cost is not None:
+                for key, field_name in (
+                    ("tokens_prompt", "prompt_tokens"),
+                    ("tokens_completion", "completion_tokens"),
+                ):
+                    if isinstance(record.get(key), int):
+                        self.line[field_name] = record[key]
+                return cost, self.settle(cost, "generation")
+        return self.settle_now()
+
 
 async def _open_upstream(call: Call) -> aiohttp.ClientResponse | web.Response:
     """The upstream 200 response, or the error answer to give the client (settled)."""
@@ -182,7 +200,7 @@ def _relayed_error(err: UpstreamError, call: Call) -> web.Response:
     kind = UPSTREAM_CREDITS if err.status == 402 and err.retry_after is None else UPSTREAM_ERROR
     headers = call.headers()
     if err.retry_after is not None:
-        headers["Retry-After"] = str(int(err.retry_after))
+        headers["Retry-After"] = str(math.ceil(err.retry_after))
     return error_response(err.status, kind, scrub(message, call.gate.secrets()), headers)
 
 
@@ -212,9 +230,13 @@ async def relay_json(call: Call) -> web.StreamResponse:
             )
         call.note_generation(answer.get("id"))
         call.note_model(answer.get("model"))
+        error = answer.get("error")
+        if isinstance(error, dict):  # a 200 that carries an error (OpenRouter does this)
+            code = error.get("code")
+            call.status = code if isinstance(code, int) and 400 <= code < 600 else 502
         usage = answer.get("usage")
         call.usage = usage if isinstance(usage, dict) else None
-        cost, remaining = call.settle_now()
+        cost, remaining = await call.settle_final()
         extra = json.dumps({"_execwall": call.execwall(cost, remaining)}, separators=(",", ":"))
         return web.Response(
             body=_splice(raw, extra.encode()),
@@ -402,19 +424,4 @@ async def _settle_stream(stream: _Stream) -> None:
     call = stream.call
     if not stream.client_ok:
         call.status = CLIENT_CLOSED
-    if call.usage is None and call.line["generation_id"] is not None:
-        # No usage chunk: ask OpenRouter what the generation cost.
-        record = await call.gate.upstream.generation(
-            call.line["generation_id"], call.caller.authorization
-        )
-        cost = to_decimal(record.get("total_cost")) if record is not None else None
-        if record is not None and cost is not None:
-            for key, field_name in (
-                ("tokens_prompt", "prompt_tokens"),
-                ("tokens_completion", "completion_tokens"),
-            ):
-                if isinstance(record.get(key), int):
-                    call.line[field_name] = record[key]
-            call.settle(cost, "generation")
-            return
-    call.settle_now()
+    await call.settle_final()

@@ -85,3 +85,51 @@ def sse_data(raw: bytes) -> list[str]:
 
 def chat(content: str = "hello", **fields: Any) -> dict[str, Any]:
     return {"messages": [{"role": "user", "content": content}], **fields}
+
+
+# --- helpers for the end-to-end chat tests ----------------------------------------
+
+
+async def load_prices(client: Any) -> None:
+    """Load the gate's price table from upstream now, instead of racing its refresh task."""
+    from gate.context import GATE
+
+    gate = client.app[GATE]
+    key = gate.config.openrouter.api_key
+    assert await gate.prices.refresh(gate.upstream, f"Bearer {key}" if key else None)
+
+
+class Settlements:
+    """Counts the gate's settlements (request lines of admitted requests) as they happen,
+    so a test can await one instead of sleeping."""
+
+    def __init__(self, client: Any) -> None:
+        from gate.context import GATE
+
+        ledger = client.app[GATE].ledger
+        self.count = 0
+        self._waiters: list[tuple[int, Any]] = []
+        settle = ledger.settle
+
+        def counting(hold: Any, *args: Any, **kwargs: Any) -> Any:
+            first = not hold.settled
+            result = settle(hold, *args, **kwargs)
+            if first:
+                self.count += 1
+                for wanted, future in self._waiters:
+                    if self.count >= wanted and not future.done():
+                        future.set_result(None)
+            return result
+
+        ledger.settle = counting
+
+    async def wait(self, count: int, timeout: float = 10) -> None:
+        """Return once `count` requests have been settled since this watcher started."""
+        import asyncio
+
+        if self.count >= count:
+            return
+        future = asyncio.get_running_loop().create_future()
+        self._waiters.append((count, future))
+        async with asyncio.timeout(timeout):
+            await future

@@ -8,9 +8,8 @@ import random
 from decimal import Decimal
 from pathlib import Path
 
-from mock_upstream import Fault
-
 from gate.context import GATE
+from mock_upstream import Fault
 
 from .support import agent, books, chat, make_config, request_lines, spend_lines
 
