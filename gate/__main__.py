@@ -14,9 +14,11 @@ from pathlib import Path
 
 from aiohttp import web
 
-from . import report
+from . import report, sinks
 from .app import create_app
 from .config import ConfigError, GateConfig, load_config
+from .context import GATE, secrets_of
+from .scrub import RedactingFilter, scrub
 
 log = logging.getLogger("gate")
 
@@ -26,8 +28,8 @@ SHUTDOWN_GRACE_SECONDS = 30.0
 def parse_args(argv: Sequence[str] | None, env: Mapping[str, str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m gate",
-        description="Execwall OR Gate. Also: `python -m gate report ...` and "
-        "`python -m gate check-config PATH`.",
+        description="Execwall OR Gate. Also: `python -m gate report ...`, "
+        "`python -m gate check-config PATH` and `python -m gate sink-backfill`.",
     )
     parser.add_argument(
         "--config", type=Path, default=Path(env.get("CONFIG_PATH", "configs/policy.yaml"))
@@ -50,11 +52,15 @@ async def serve(app: web.Application, host: str, port: int, idle_timeout: float)
     finish (up to the grace period), settle and flush. A connection that has not sent a
     whole request within `idle_timeout` seconds (slow headers included) is closed."""
     runner = web.AppRunner(
-        app, access_log=None, handle_signals=False, keepalive_timeout=idle_timeout
+        app,
+        access_log=None,
+        handle_signals=False,
+        keepalive_timeout=idle_timeout,
+        shutdown_timeout=SHUTDOWN_GRACE_SECONDS,
     )
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port, shutdown_timeout=SHUTDOWN_GRACE_SECONDS)
+        site = web.TCPSite(runner, host, port)
         await site.start()
         for bound_host, bound_port in (a[:2] for a in runner.addresses):
             print(f"gate listening on http://{bound_host}:{bound_port}", flush=True)
@@ -116,10 +122,66 @@ def check_config_main(argv: Sequence[str], env: Mapping[str, str]) -> int:
         keyed = "keyed" if agent.api_key else "no key"
         budget = f"{agent.budget_total} USD/{agent.period}"
         print(f"  agent {agent.agent_id:<14} {budget}  {tiers}  ({keyed})")
+    for sink in cfg.sinks:
+        print(f"  sink           postgres, table {sink.table}")
+    if cfg.secret_sources:
+        print("  secrets        where each comes from (values are never shown)")
+        width = max(len(path) for path in cfg.secret_sources)
+        for path, source in cfg.secret_sources.items():
+            print(f"    {path:<{width}}  {source}")
     return 0
 
 
-SUBCOMMANDS = {"report": report_main, "check-config": check_config_main}
+def sink_backfill_main(argv: Sequence[str], env: Mapping[str, str]) -> int:
+    """Replay spend logs into the Postgres sinks' tables; rows already there stay as they
+    are, so running it again adds nothing."""
+    parser = argparse.ArgumentParser(
+        prog="python -m gate sink-backfill",
+        description="Insert every request line of a spend log into the Postgres sink's "
+        "table (idempotent: rows already there are left alone).",
+    )
+    parser.add_argument(
+        "--config", type=Path, default=Path(env.get("CONFIG_PATH", "configs/policy.yaml"))
+    )
+    parser.add_argument("--log", type=Path, action="append", help="a spend log; repeat for several")
+    parser.add_argument("--table", help="only the sink writing this table")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level="WARNING", format="gate sink-backfill: %(message)s")
+    try:
+        cfg = load_config(args.config, env)
+    except ConfigError as err:
+        for problem in err.problems:
+            print(f"gate: {problem}", file=sys.stderr)
+        return 2
+    chosen = [s for s in cfg.sinks if args.table in (None, s.table)]
+    if not chosen:
+        which = f"writing table {args.table}" if args.table else "(cost_routing.sinks)"
+        print(f"gate: {args.config} has no postgres sink {which}", file=sys.stderr)
+        return 2
+    logs = args.log or [cfg.spend_log]
+    for path in logs:
+        if not path.is_file():
+            print(f"gate: {path}: no such spend log", file=sys.stderr)
+            return 2
+    for sink in chosen:
+        try:
+            done = asyncio.run(sinks.backfill(sink, logs))
+        except Exception as exc:  # one line, the DSN scrubbed, never a traceback with it
+            reason = scrub(f"{type(exc).__name__}: {exc}", sinks.dsn_secrets(sink.dsn))
+            print(f"gate: table {sink.table}: backfill failed: {reason}", file=sys.stderr)
+            return 1
+        print(
+            f"{sink.table}: {done.requests} request lines read, {done.inserted} inserted, "
+            f"{done.present} already there, {done.skipped} unreadable"
+        )
+    return 0
+
+
+SUBCOMMANDS = {
+    "report": report_main,
+    "check-config": check_config_main,
+    "sink-backfill": sink_backfill_main,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -141,6 +203,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         app = create_app(cfg, env=env)
+        # Secrets as of now: the running gate's after a reload, else the config's.
+        redact = RedactingFilter(lambda: secrets_of(app[GATE].config if GATE in app else cfg))
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(redact)
         asyncio.run(serve(app, args.host, args.port, cfg.limits.client_timeout_seconds))
     except OSError as exc:
         print(f"gate: cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)

@@ -7,7 +7,7 @@ able to raise or reset its own budget.
 
 from __future__ import annotations
 
-import hmac
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from decimal import Decimal
@@ -19,12 +19,11 @@ from .config import ConfigError, load_config
 from .context import GATE, Gate
 from .cost import to_decimal
 from .errors import AUTHENTICATION, INVALID_REQUEST, NOT_FOUND, PERMISSION, GateError
-from .intake import bearer
+from .intake import bearer, read_json_object, same_secret
 from .jsonfmt import dumps
-from .upstream import Upstream
+from .ops import add_ops_routes
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-OPEN_PATHS = frozenset({"/api/health"})
 RELOAD_ENV: web.AppKey[Mapping[str, str]] = web.AppKey("reload_env")
 
 
@@ -42,14 +41,15 @@ def check_admin(request: web.Request, token: str | None) -> None:
             "admin changes are disabled: set GATE_ADMIN_TOKEN (or cost_routing.admin_token) "
             "and send it as Authorization: Bearer <token>",
         )
-    given = bearer(request) or ""
-    if not hmac.compare_digest(given.encode(), token.encode()):
+    if not same_secret(bearer(request), token):
         raise GateError(401, AUTHENTICATION, "admin token required", {"WWW-Authenticate": "Bearer"})
 
 
 @web.middleware
 async def admin_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path not in OPEN_PATHS:
+    # Decided by the route that matched, never by how the path is spelled: no slash,
+    # dot segment or percent-encoding can make a change look like the health check.
+    if request.match_info.handler not in OPEN_HANDLERS:
         check_admin(request, request.config_dict[GATE].config.admin_token)
     return await handler(request)
 
@@ -72,6 +72,12 @@ async def health(request: web.Request) -> web.Response:
     }
     if spend_log.error is not None:
         body["spend_log_error"] = spend_log.error
+    body["upstream_key"] = gate.key_status.view()
+    if body["upstream_key"]["key_rejected"]:
+        body["status"] = "degraded"  # still 200: the gate itself works, upstream refuses it
+    if gate.sinks:
+        body["sinks"] = [sink.view() for sink in gate.sinks]
+    body.update(gate.health_extras())  # console sync, upstream credit
     return _json(body, status=200 if spend_log.error is None else 503)
 
 
@@ -85,12 +91,9 @@ async def spend_one(request: web.Request) -> web.Response:
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except ValueError:
-        raise GateError(400, INVALID_REQUEST, "body must be a JSON object") from None
-    if not isinstance(body, dict):
-        raise GateError(400, INVALID_REQUEST, "body must be a JSON object")
+    """The body as a JSON object, read under the same limits as a chat request."""
+    limits = request.config_dict[GATE].config.limits
+    body, _ = await read_json_object(request, limits.max_body_bytes, limits.client_timeout_seconds)
     return body
 
 
@@ -133,7 +136,8 @@ async def reload(request: web.Request) -> web.Response:
     if source is None:
         raise GateError(400, INVALID_REQUEST, "this gate was not started from a config file")
     try:
-        new = load_config(source, request.app[RELOAD_ENV])
+        # In a thread: a secret's command may take a while, the event loop must not wait.
+        new = await asyncio.to_thread(load_config, source, request.app[RELOAD_ENV])
     except ConfigError as err:
         raise GateError(
             400,
@@ -144,11 +148,17 @@ async def reload(request: web.Request) -> web.Response:
     if new.spend_log != gate.config.spend_log:
         notes.append("spend_log changes take effect at the next start")
         new = replace(new, spend_log=gate.config.spend_log)
+    if new.sinks != gate.config.sinks:
+        notes.append("sinks changes take effect at the next start")
     gate.config = new
-    gate.upstream = Upstream(gate.upstream.session, new.openrouter, new.retry)
+    gate.upstream = replace(gate.upstream, config=new.openrouter, retry=new.retry)
+    gate.key_status.wake()  # a rotated key is checked now, not at the next interval
     gate.ledger.apply_policies(new.agents)
-    gate.metrics.known_agents = frozenset(new.agents)
+    gate.metrics.configure(new.agents)
     return _json({"status": "reloaded", "agents": sorted(new.agents), "notes": notes})
+
+
+OPEN_HANDLERS: frozenset[Handler] = frozenset({health})
 
 
 def create_admin_app(env: dict[str, str]) -> web.Application:
@@ -160,4 +170,5 @@ def create_admin_app(env: dict[str, str]) -> web.Application:
     admin.router.add_post("/budget/{agent_id}", set_budget)
     admin.router.add_post("/reset/{agent_id}", reset)
     admin.router.add_post("/reload", reload)
+    add_ops_routes(admin)  # /alerts, /upstream, /prices
     return admin

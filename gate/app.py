@@ -15,11 +15,15 @@ from .admin import check_admin, create_admin_app
 from .config import GateConfig
 from .context import GATE, Gate
 from .errors import SERVER_ERROR, GateError, error_response, gate_error_response, type_for_status
+from .keystatus import KeyStatus, watch_key
 from .ledger import Clock, Ledger, utc_now
 from .metrics import Metrics
+from .openapi import openapi
+from .ops import start_ops
 from .prices import PriceTable
 from .proxy import chat_completions, list_models
 from .reconcile import reconcile_open_holds
+from .sinks import running_sinks
 from .spendlog import SpendLog, last_snapshot_offset, read_records
 from .upstream import Upstream
 
@@ -68,13 +72,19 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
         if count > SNAPSHOT_AT_START:
             ledger.write_snapshot()  # the next start replays from here
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
-        async with aiohttp.ClientSession(connector=connector) as session:
+        key_status = KeyStatus()
+        async with (
+            aiohttp.ClientSession(connector=connector) as session,
+            running_sinks(cfg.sinks, spend_log) as sinks,  # closed after the tasks below
+        ):
             gate = Gate(
                 config=cfg,
                 ledger=ledger,
-                upstream=Upstream(session, cfg.openrouter, cfg.retry),
+                upstream=Upstream(session, cfg.openrouter, cfg.retry, key_status=key_status),
                 prices=PriceTable(),
                 metrics=Metrics(cfg.agents),
+                key_status=key_status,
+                sinks=sinks,
             )
             app[GATE] = gate
             auth = f"Bearer {cfg.openrouter.api_key}" if cfg.openrouter.api_key else None
@@ -84,6 +94,8 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
             tasks = [
                 asyncio.create_task(gate.prices.keep_fresh(gate.upstream, auth), name="prices"),
                 asyncio.create_task(reconcile_open_holds(gate), name="reconcile"),
+                asyncio.create_task(watch_key(gate, app[CLOCK]), name="key-check"),
+                *start_ops(app, gate, app[CLOCK]),  # alerts, console sync, upstream balance
             ]
             try:
                 yield
@@ -113,5 +125,6 @@ def create_app(
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/openapi.json", openapi)
     app.add_subapp("/api", create_admin_app(dict(env or {})))
     return app

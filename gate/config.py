@@ -10,14 +10,20 @@ problem exactly where the gate would use it (never inside a disabled `console` b
 `${VAR:-default}` takes the default when VAR is unset or empty, as the shell does. A
 value that comes out empty counts as absent (the field's default, or None for keys).
 A field that wants a number or a bool accepts text only when it came from `${...}`.
+
+A secret setting (the OpenRouter key, the admin token, agent keys, the console key, a
+sink's DSN) may also be `{file: PATH}` or `{command: [...], timeout_seconds: N}`
+(gate.secrets); `GateConfig.secret_sources` says where each came from, never what.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from dataclasses import fields as _fields
 from decimal import Decimal, InvalidOperation
 from difflib import get_close_matches
 from pathlib import Path
@@ -27,6 +33,8 @@ from urllib.parse import urlsplit
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
+
+from .secrets import DEFAULT_COMMAND_TIMEOUT, SecretError, read_secret_file, run_secret_command
 
 PERIODS = ("daily", "weekly", "monthly", "never")
 BUDGET_SOURCES = ("config", "jetpatch")
@@ -56,18 +64,20 @@ class AgentPolicy:
     period: str
     hard_cap: bool
     tiers: tuple[Tier, ...]  # sorted by threshold, highest first
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
 class OpenRouterConfig:
     base_url: str  # no trailing slash, e.g. https://openrouter.ai/api/v1
-    api_key: str | None  # None: pass the client's Authorization through
+    api_key: str | None = field(repr=False)  # None: pass the client's Authorization through
     timeout_seconds: float = 120.0  # idle time allowed between upstream reads
     connect_timeout_seconds: float = 10.0
     drain_timeout_seconds: float = 30.0  # reading on after the client left, for the usage
     prices_refresh_seconds: float = 3600.0
-    headers: Mapping[str, str] = field(default_factory=dict)
+    key_check_seconds: float = 300.0  # how often GET /key confirms the key is still valid
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)  # may hold keys
+    credit_floor_usd: Decimal | None = None  # /api/health warns below this credit left
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,13 +105,17 @@ class ConsoleConfig:
     enabled: bool = False
     url: str | None = None
     sync_interval_seconds: float = 60.0
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
 class AlertsConfig:
-    webhook_url: str | None = None
-    format: str = "slack"
+    webhook_url: str | None = field(default=None, repr=False)  # Slack's carries a token
+    format: str = "slack"  # slack | discord: the webhook body's shape
+    spent_fractions: tuple[Decimal, ...] = (Decimal("0.5"), Decimal("0.8"))  # ascending
+    timeout_seconds: float = 5.0  # one webhook POST
+    rate_limit_storm_count: int = 10  # this many upstream 429s ...
+    rate_limit_storm_seconds: float = 60.0  # ... within this many seconds: one alert
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,11 +125,24 @@ class SpendStoreConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PostgresSinkConfig:
+    """`sinks: [{type: postgres, ...}]`: request lines copied into a Postgres table."""
+
+    dsn: str = field(repr=False)  # may hold a password
+    table: str = "tool_calls"
+    batch_size: int = 500  # request lines per INSERT at most
+    batch_delay_seconds: float = 0.2  # lines gathered this long after a write, per batch
+    retry_max_seconds: float = 30.0  # backoff ceiling while Postgres is away
+    pool_size: int = 2
+    connect_timeout_seconds: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
 class GateConfig:
     spend_log: Path
     openrouter: OpenRouterConfig
     agents: Mapping[str, AgentPolicy]
-    admin_token: str | None = None
+    admin_token: str | None = field(default=None, repr=False)
     require_agent_keys: bool = False  # every agent must have (and send) an api_key
     spend_log_fsync: bool = False
     retry: RetryConfig = field(default_factory=RetryConfig)
@@ -124,7 +151,10 @@ class GateConfig:
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     spend_store: SpendStoreConfig = field(default_factory=SpendStoreConfig)
+    sinks: tuple[PostgresSinkConfig, ...] = ()
     source: Path | None = None  # the file it was read from, for /api/reload
+    # YAML path of each secret set -> where it came from ("file ...", "command op", ...)
+    secret_sources: Mapping[str, str] = field(default_factory=dict)
 
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}")
@@ -133,6 +163,8 @@ _TIER_NAME = re.compile(r"[\x21-\x7e]([\x20-\x7e]{0,62}[\x21-\x7e])?")  # header
 _MODEL_ID = re.compile(r"[^\s,]+")  # ids travel comma-separated in a response header
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _GATE_HEADERS = frozenset({"authorization", "host", "content-length", "transfer-encoding"})
+_SECRET_HEADER = re.compile(r"api-key|token|secret|auth|password", re.IGNORECASE)
+_TABLE = re.compile(r"[a-z_][a-z0-9_]{0,47}")  # a plain identifier: used unquoted in SQL
 
 _TOP_KEYS = (
     "spend_log",
@@ -146,6 +178,7 @@ _TOP_KEYS = (
     "console",
     "alerts",
     "spend_store",
+    "sinks",
     "agents",
 )
 _OPENROUTER_KEYS = (
@@ -155,7 +188,9 @@ _OPENROUTER_KEYS = (
     "connect_timeout_seconds",
     "drain_timeout_seconds",
     "prices_refresh_seconds",
+    "key_check_seconds",
     "headers",
+    "credit_floor_usd",
 )
 _AGENT_KEYS = (
     "budget_total",
@@ -182,9 +217,11 @@ class _EnvText(str):
 class _Reader:
     """Reads typed values out of YAML mappings, collecting problems instead of raising."""
 
-    def __init__(self, env: Mapping[str, str]) -> None:
+    def __init__(self, env: Mapping[str, str], base_dir: Path = Path()) -> None:
         self.env = env
+        self.base_dir = base_dir
         self.problems: list[str] = []
+        self.sources: dict[str, str] = {}  # secret's YAML path -> where it came from
 
     def fail(self, path: str, message: str) -> None:
         self.problems.append(f"{path}: {message}")
@@ -249,6 +286,64 @@ class _Reader:
             self.fail(f"{path}.{key}", "must be a string")
             return None
         return str(value)
+
+    def secret(self, m: Mapping[Any, Any], key: str, path: str) -> str | None:
+        """A secret: text (plain or `${VAR}`), `{file: PATH}` or `{command: [...]}`.
+        Records where it came from in `sources`; the value itself goes nowhere else."""
+        where, raw = f"{path}.{key}", m.get(key)
+        if isinstance(raw, Mapping):
+            return self._secret_form(raw, where)
+        value = self.text(m, key, path)
+        if value is not None:
+            names = sorted({x.group(1) for x in _VAR.finditer(raw)}) if isinstance(raw, str) else []
+            self.sources[where] = (
+                f"environment variable {', '.join(names)}" if names else "plaintext in the config"
+            )
+        return value
+
+    def _secret_form(self, m: Mapping[Any, Any], where: str) -> str | None:
+        self.unknown(m, where, ("file", "command", "timeout_seconds"))
+        if ("file" in m) == ("command" in m):
+            self.fail(where, "give either file: PATH or command: [program, args...]")
+            return None
+        if "file" in m:
+            if "timeout_seconds" in m:
+                self.fail(f"{where}.timeout_seconds", "applies to command only")
+            if (name := self.text(m, "file", where, required=True)) is None:
+                return None
+            path = Path(os.path.normpath(self.base_dir / name))
+            try:
+                value = read_secret_file(path)
+            except SecretError as err:
+                self.fail(f"{where}.file", str(err))
+                return None
+            self.sources[where] = f"file {path}"
+            return value
+        timeout = self.seconds(m, "timeout_seconds", where, DEFAULT_COMMAND_TIMEOUT)
+        if (argv := self._argv(m.get("command"), f"{where}.command")) is None:
+            return None
+        try:
+            value = run_secret_command(argv, timeout, self.env, self.base_dir)
+        except SecretError as err:
+            self.fail(f"{where}.command", str(err))
+            return None
+        self.sources[where] = f"command {Path(argv[0]).name}"
+        return value
+
+    def _argv(self, items: object, path: str) -> list[str] | None:
+        if not isinstance(items, list) or not items:
+            self.fail(path, "must be a non-empty list: [program, args...] (no shell)")
+            return None
+        argv: list[str] = []
+        for i, item in enumerate(items):
+            value = self.interpolate(item, f"{path}[{i}]") if isinstance(item, str) else item
+            if value is _FAILED:
+                return None
+            if not isinstance(value, str) or (i == 0 and not value):
+                self.fail(f"{path}[{i}]", "must be a string")
+                return None
+            argv.append(str(value))
+        return argv
 
     def url(
         self,
@@ -369,7 +464,7 @@ def _openrouter(r: _Reader, root: Mapping[Any, Any]) -> OpenRouterConfig:
     if (m := r.mapping(root.get("openrouter"), p)) is None:
         return _OR
     r.unknown(m, p, _OPENROUTER_KEYS)
-    api_key = r.text(m, "api_key", p)
+    api_key = r.secret(m, "api_key", p)
     return OpenRouterConfig(
         base_url=r.url(m, "base_url", p, required=True) or "",
         api_key=(api_key.strip() or None) if api_key else None,
@@ -381,7 +476,9 @@ def _openrouter(r: _Reader, root: Mapping[Any, Any]) -> OpenRouterConfig:
         prices_refresh_seconds=r.seconds(
             m, "prices_refresh_seconds", p, _OR.prices_refresh_seconds
         ),
+        key_check_seconds=r.seconds(m, "key_check_seconds", p, _OR.key_check_seconds),
         headers=_headers(r, r.section(m, "headers", p), f"{p}.headers"),
+        credit_floor_usd=r.number(m, "credit_floor_usd", p),
     )
 
 
@@ -392,11 +489,19 @@ def _headers(r: _Reader, m: Mapping[Any, Any], p: str) -> Mapping[str, str]:
             r.fail(f"{p}.{name}", "must be a valid header name")
         elif name.lower() in _GATE_HEADERS:
             r.fail(f"{p}.{name}", "is set by the gate and cannot be configured")
-        elif (value := r.text(m, name, p)) is not None:
+        elif (value := _header_value(r, m, name, p)) is not None:
             if "\r" in value or "\n" in value:
                 r.fail(f"{p}.{name}", "must be a single line")
             out[name] = value
     return MappingProxyType(out)
+
+
+def _header_value(r: _Reader, m: Mapping[Any, Any], name: str, p: str) -> str | None:
+    """A credential header (x-portkey-api-key, ...) is a secret: it may come from a file
+    or a command and is scrubbed like the gate's own keys; other headers are text."""
+    if isinstance(m.get(name), Mapping) or _SECRET_HEADER.search(name):
+        return r.secret(m, name, p)
+    return r.text(m, name, p)
 
 
 def _console(r: _Reader, root: Mapping[Any, Any]) -> ConsoleConfig:
@@ -409,8 +514,53 @@ def _console(r: _Reader, root: Mapping[Any, Any]) -> ConsoleConfig:
         enabled=True,
         url=r.url(m, "url", p, required=True),
         sync_interval_seconds=r.seconds(m, "sync_interval_seconds", p, d.sync_interval_seconds),
-        api_key=r.text(m, "api_key", p) or r.env.get("JETPATCH_API_KEY") or None,
+        api_key=_env_secret(r, "JETPATCH_API_KEY", f"{p}.api_key", r.secret(m, "api_key", p)),
     )
+
+
+def _env_secret(r: _Reader, name: str, where: str, configured: str | None) -> str | None:
+    """The configured secret, else the environment variable `name` (noted as its source)."""
+    if configured is not None or not r.env.get(name):
+        return configured
+    r.sources[where] = f"environment variable {name}"
+    return r.env[name]
+
+
+def _alerts(r: _Reader, m: Mapping[Any, Any], p: str) -> AlertsConfig:
+    d = AlertsConfig()
+    return AlertsConfig(
+        webhook_url=r.url(m, "webhook_url", p, plain=False),
+        format=r.choice(m, "format", p, ("slack", "discord"), d.format),
+        spent_fractions=_fractions(r, m, "spent_fractions", p, d.spent_fractions),
+        timeout_seconds=r.seconds(m, "timeout_seconds", p, d.timeout_seconds),
+        rate_limit_storm_count=r.integer(
+            m, "rate_limit_storm_count", p, d.rate_limit_storm_count, positive=True
+        ),
+        rate_limit_storm_seconds=r.seconds(
+            m, "rate_limit_storm_seconds", p, d.rate_limit_storm_seconds
+        ),
+    )
+
+
+def _fractions(
+    r: _Reader, m: Mapping[Any, Any], key: str, p: str, default: tuple[Decimal, ...]
+) -> tuple[Decimal, ...]:
+    """A list of fractions within (0, 1], sorted, without repeats; [] turns them off."""
+    items = m.get(key)
+    if items is None:
+        return default
+    if not isinstance(items, list):
+        r.fail(f"{p}.{key}", "must be a list of fractions within 0..1")
+        return default
+    found: set[Decimal] = set()
+    for i, item in enumerate(items):
+        at = f"{key}[{i}]"
+        value = r.number({at: item}, at, p, high=Decimal(1))
+        if value is not None and value == 0:
+            r.fail(f"{p}.{key}[{i}]", "must be greater than 0")
+        elif value is not None:
+            found.add(value)
+    return tuple(sorted(found))
 
 
 def _spend_store(r: _Reader, root: Mapping[Any, Any]) -> SpendStoreConfig:
@@ -420,6 +570,58 @@ def _spend_store(r: _Reader, root: Mapping[Any, Any]) -> SpendStoreConfig:
     if backend != "redis":
         return SpendStoreConfig(backend=backend)
     return SpendStoreConfig(backend, r.url(m, "url", p, required=True, schemes=("redis", "rediss")))
+
+
+def _sinks(r: _Reader, root: Mapping[Any, Any]) -> tuple[PostgresSinkConfig, ...]:
+    p = f"{_ROOT}.sinks"
+    items = root.get("sinks")
+    if items is None:
+        return ()
+    if not isinstance(items, list):
+        r.fail(p, "must be a list of sinks")
+        return ()
+    sinks: list[PostgresSinkConfig] = []
+    d = PostgresSinkConfig(dsn="")
+    for i, item in enumerate(items):
+        ip = f"{p}[{i}]"
+        if (m := r.mapping(item, ip)) is None:
+            continue
+        r.unknown(m, ip, ("type", *(f.name for f in _fields(PostgresSinkConfig))))
+        if r.text(m, "type", ip, required=True) not in (None, "postgres"):
+            r.fail(f"{ip}.type", "must be postgres")
+            continue
+        if importlib.util.find_spec("asyncpg") is None:
+            r.fail(f"{ip}.type", "needs asyncpg: pip install 'execwall-or-gate[postgres]'")
+        dsn = r.secret(m, "dsn", ip)
+        if dsn is None and not _reported(r, f"{ip}.dsn"):
+            r.fail(f"{ip}.dsn", "is required")
+        elif dsn is not None and not dsn.startswith(("postgresql://", "postgres://")):
+            r.fail(f"{ip}.dsn", "must be a postgresql:// URL")  # the value is not repeated
+        table = r.text(m, "table", ip) or d.table
+        if not _TABLE.fullmatch(table) or table == "gate_sink_cursor":
+            r.fail(f"{ip}.table", "must be a plain lower-case SQL name ([a-z_][a-z0-9_]*)")
+        elif any(s.table == table for s in sinks):
+            r.fail(f"{ip}.table", f"{table} is written by another sink already")
+        sinks.append(
+            PostgresSinkConfig(
+                dsn=dsn or "",
+                table=table,
+                batch_size=r.integer(m, "batch_size", ip, d.batch_size, positive=True),
+                batch_delay_seconds=r.seconds(
+                    m, "batch_delay_seconds", ip, d.batch_delay_seconds, positive=False
+                ),
+                retry_max_seconds=r.seconds(m, "retry_max_seconds", ip, d.retry_max_seconds),
+                pool_size=r.integer(m, "pool_size", ip, d.pool_size, positive=True),
+                connect_timeout_seconds=r.seconds(
+                    m, "connect_timeout_seconds", ip, d.connect_timeout_seconds
+                ),
+            )
+        )
+    return tuple(sinks)
+
+
+def _reported(r: _Reader, where: str) -> bool:
+    return any(x.startswith(f"{where}:") or x.startswith(f"{where}.") for x in r.problems)
 
 
 def _agents(r: _Reader, root: Mapping[Any, Any]) -> Mapping[str, AgentPolicy]:
@@ -456,7 +658,7 @@ def _agent(r: _Reader, agent_id: str, body: object, p: str) -> AgentPolicy | Non
         period=r.choice(m, "period", p, PERIODS, "monthly"),
         hard_cap=r.flag(m, "hard_cap", p, True),
         tiers=_tiers(r, m, f"{p}.tiers"),
-        api_key=r.text(m, "api_key", p),
+        api_key=r.secret(m, "api_key", p),
     )
 
 
@@ -519,7 +721,7 @@ def parse_config(
     problems. Relative paths are resolved against `base_dir` (the config file's folder)."""
     if not isinstance(raw, Mapping) or raw.get(_ROOT) is None:
         raise ConfigError([f"{_ROOT}: missing"])
-    r = _Reader(env)
+    r = _Reader(env, base_dir)
     root = r.mapping(raw[_ROOT], _ROOT)
     if root is None:
         raise ConfigError(r.problems)
@@ -535,13 +737,15 @@ def parse_config(
     )
     hm = r.section(root, "holds", _ROOT, ("default_max_tokens", "unknown_model_usd_per_token"))
     am = r.section(root, "alerts", _ROOT)  # may carry keys for other tools: not checked
-    admin_token = r.text(root, "admin_token", _ROOT)
+    admin_token = _env_secret(
+        r, "GATE_ADMIN_TOKEN", f"{_ROOT}.admin_token", None
+    ) or r.secret(root, "admin_token", _ROOT)
     config = GateConfig(
         spend_log=Path(
             os.path.normpath(base_dir / (r.text(root, "spend_log", _ROOT) or "spend.jsonl"))
         ),
         spend_log_fsync=r.flag(root, "spend_log_fsync", _ROOT, False),
-        admin_token=env.get("GATE_ADMIN_TOKEN") or admin_token,
+        admin_token=admin_token,
         openrouter=_openrouter(r, root),
         retry=RetryConfig(
             max_retries=r.integer(rm, "max_retries", rp, retry.max_retries),
@@ -573,13 +777,12 @@ def parse_config(
             ),
         ),
         console=_console(r, root),
-        alerts=AlertsConfig(
-            webhook_url=r.url(am, "webhook_url", f"{_ROOT}.alerts", plain=False),
-            format=r.choice(am, "format", f"{_ROOT}.alerts", ("slack", "discord"), "slack"),
-        ),
+        alerts=_alerts(r, am, f"{_ROOT}.alerts"),
         spend_store=_spend_store(r, root),
+        sinks=_sinks(r, root),
         agents=_agents(r, root),
         source=source,
+        secret_sources=MappingProxyType(r.sources),
     )
     if config.openrouter.api_key is None and not any(
         x.startswith(f"{_ROOT}.openrouter.api_key:") for x in r.problems

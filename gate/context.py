@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from aiohttp import web
 
 from .config import GateConfig
+from .keystatus import KeyStatus
 from .ledger import Ledger
 from .metrics import Metrics
 from .prices import PriceTable
+from .sinks import PostgresSink, dsn_secrets
 from .upstream import Upstream
 
 log = logging.getLogger(__name__)
@@ -30,6 +32,11 @@ class Gate:
     # Relays whose handler was cancelled (client gone, shutdown): they finish billing here.
     orphans: set[asyncio.Task[Any]] = field(default_factory=set)
     in_flight: int = 0  # relays running (upstream calls open), for the concurrency cap
+    key_status: KeyStatus = field(default_factory=KeyStatus)  # is the upstream key good?
+    sinks: list[PostgresSink] = field(default_factory=list)  # copies of the spend log
+    # name -> what a background part (console sync, upstream credit) adds to /api/health;
+    # None leaves it out, a "warning" key goes to the body's "warnings" list.
+    health_checks: dict[str, Callable[[], dict[str, Any] | None]] = field(default_factory=dict)
 
     async def shielded(self, work: Coroutine[Any, Any, T]) -> T:
         """Run a relay so that cancelling the handler cannot stop it half-way: it reads
@@ -52,12 +59,37 @@ class Gate:
         if not task.cancelled() and task.exception() is not None:
             log.error("relay failed after its client left", exc_info=task.exception())
 
+    def health_extras(self) -> dict[str, Any]:
+        """What the `health_checks` add to /api/health (warnings never change its status)."""
+        body: dict[str, Any] = {}
+        warnings: list[str] = []
+        for name, check in self.health_checks.items():
+            info = check()
+            if info is None:
+                continue
+            warning = info.pop("warning", None)
+            if warning:
+                warnings.append(warning)
+            body[name] = info
+        if warnings:
+            body["warnings"] = warnings
+        return body
+
     def secrets(self) -> list[str]:
         """Every secret the gate knows, for scrubbing what it relays."""
-        cfg = self.config
-        found = [cfg.openrouter.api_key, cfg.admin_token, cfg.console.api_key]
-        found += [a.api_key for a in cfg.agents.values()]
-        return [s for s in found if s]
+        return secrets_of(self.config)
+
+
+def secrets_of(cfg: GateConfig) -> list[str]:
+    found = [cfg.openrouter.api_key, cfg.admin_token, cfg.console.api_key]
+    found += [a.api_key for a in cfg.agents.values()]
+    found += [secret for sink in cfg.sinks for secret in dsn_secrets(sink.dsn)]
+    found += [  # credential headers sent upstream (x-portkey-api-key, ...)
+        value
+        for name, value in cfg.openrouter.headers.items()
+        if f"cost_routing.openrouter.headers.{name}" in cfg.secret_sources
+    ]
+    return [s for s in found if s]
 
 
 GATE = web.AppKey("gate", Gate)

@@ -32,7 +32,22 @@ def bearer(request: web.Request) -> str | None:
     if value is None:
         return None
     scheme, _, token = value.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return None
+    # Keys and tokens are printable ASCII; anything else is no credential (and is never
+    # passed upstream, where it could not even be encoded).
+    return token if token.isascii() and token.isprintable() else None
+
+
+def same_secret(given: str | None, secret: str) -> bool:
+    """Compare in constant time. Header bytes that are not UTF-8 arrive as surrogates:
+    they simply do not match (never a 500)."""
+    if given is None:
+        return False
+    return hmac.compare_digest(
+        given.encode("utf-8", "surrogatepass"), secret.encode("utf-8", "surrogatepass")
+    )
 
 
 def agent_id_of(request: web.Request) -> str:
@@ -53,7 +68,7 @@ def identify(request: web.Request, cfg: GateConfig, agent_id: str | None = None)
         raise GateError(403, PERMISSION, f"agent '{agent_id}' is not configured on this gate")
     token = bearer(request)
     if policy.api_key is not None:
-        if token is None or not hmac.compare_digest(token.encode(), policy.api_key.encode()):
+        if not same_secret(token, policy.api_key):
             raise GateError(401, AUTHENTICATION, "invalid or missing agent key")
         if cfg.openrouter.api_key is None:
             raise GateError(401, AUTHENTICATION, "the gate has no upstream key for keyed agents")

@@ -27,6 +27,10 @@ from .spendlog import SpendLog, SpendLogError
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+# Told (agent_id, change) after an agent's state changed: "settle", "budget", "reset",
+# "period", "policy", or "refused" (a request refused by the budget). Synchronous and
+# cheap; an observer reads what it needs itself. See `Ledger.observers`.
+Observer = Callable[[str, str], None]
 SNAPSHOT_EVERY = 10_000  # lines between snapshots: start-up replays at most about this many
 
 
@@ -101,6 +105,14 @@ class Ledger:
         self._no_holds = asyncio.Event()
         self._no_holds.set()
         self._since_snapshot = 0
+        self.observers: list[Observer] = []
+
+    def _notify(self, agent_id: str, change: str) -> None:
+        for observer in self.observers:
+            try:
+                observer(agent_id, change)
+            except Exception:  # an observer's bug never breaks the books
+                log.exception("ledger observer failed on %s %s", change, agent_id)
 
     # -- the log ----------------------------------------------------------------------
 
@@ -226,6 +238,7 @@ class Ledger:
                 defaults.default_max_tokens,
             )
             if isinstance(decision, Refusal):
+                self._notify(agent_id, "refused")
                 return decision
             hold = Hold(request_id, agent_id, decision.hold)
             acct.held += hold.amount
@@ -294,6 +307,8 @@ class Ledger:
             budget_remaining=remaining,
         )
         self._append(line)
+        if acct is not None:
+            self._notify(hold.agent_id, "settle")
         return remaining
 
     def record_refusal(self, line: dict[str, Any]) -> None:
@@ -315,8 +330,14 @@ class Ledger:
     # -- admin ------------------------------------------------------------------------
 
     async def set_budget(
-        self, agent_id: str, budget_total: Decimal | None, budget_spent: Decimal | None
+        self,
+        agent_id: str,
+        budget_total: Decimal | None,
+        budget_spent: Decimal | None,
+        *,
+        source: str | None = None,
     ) -> None:
+        """Set the budget (admin API; `source="jetpatch"` from the console sync)."""
         acct = self._accounts[agent_id]
         async with acct.lock:
             now = self._clock()
@@ -329,7 +350,10 @@ class Ledger:
             if budget_spent is not None:
                 acct.spent = budget_spent
                 line["budget_spent"] = budget_spent
+            if source is not None:
+                line["source"] = source
             self._append(line)
+            self._notify(agent_id, "budget")
 
     async def reset(self, agent_id: str, reason: str = "admin") -> None:
         acct = self._accounts[agent_id]
@@ -338,6 +362,7 @@ class Ledger:
             self._roll(acct, now, record=True)
             acct.spent = ZERO
             self._append({"ts": iso(now), "event": "reset", "agent_id": agent_id, "reason": reason})
+            self._notify(agent_id, "reset")
 
     def apply_policies(self, agents: Mapping[str, AgentPolicy]) -> None:
         """A reloaded config: new policies in force, spend kept; a budget total set
@@ -356,6 +381,8 @@ class Ledger:
             self._roll(acct, now, record=True)
             accounts[agent_id] = acct
         self._accounts = accounts
+        for agent_id in accounts:
+            self._notify(agent_id, "policy")
 
     # -- periods ----------------------------------------------------------------------
 
@@ -377,6 +404,7 @@ class Ledger:
                     "reason": "period",
                 }
             )
+            self._notify(acct.policy.agent_id, "period")
 
     # -- start-up ---------------------------------------------------------------------
 

@@ -32,7 +32,7 @@ from .errors import (
 from .intake import Caller, ChatRequest, upstream_body
 from .ledger import Hold
 from .router import Admission
-from .scrub import scrub
+from .scrub import scrub, scrub_bytes
 from .sse import SSEParser, is_done
 from .upstream import UpstreamError, UpstreamUnreachable
 
@@ -132,6 +132,7 @@ class Call:
             cost,
             seconds,
             self.chat.stream,
+            model=self.line["model"],
         )
         return remaining
 
@@ -183,9 +184,10 @@ async def _open_upstream(call: Call) -> aiohttp.ClientResponse | web.Response:
         call.settle(ZERO, "none")
         return _relayed_error(err, call)
     except UpstreamUnreachable as err:
-        call.status = 502
+        call.status = 504 if err.timed_out else 502
         call.settle(ZERO, "none")
-        return error_response(502, UPSTREAM_ERROR, f"upstream unreachable ({err})", call.headers())
+        message = "upstream did not answer in time" if err.timed_out else "upstream unreachable"
+        return error_response(call.status, UPSTREAM_ERROR, f"{message} ({err})", call.headers())
 
 
 def _relayed_error(err: UpstreamError, call: Call) -> web.Response:
@@ -234,6 +236,7 @@ async def relay_json(call: Call) -> web.StreamResponse:
         if isinstance(error, dict):  # a 200 that carries an error (OpenRouter does this)
             code = error.get("code")
             call.status = code if isinstance(code, int) and 400 <= code < 600 else 502
+            raw = scrub_bytes(raw, call.gate.secrets())  # its message may echo a key
         usage = answer.get("usage")
         call.usage = usage if isinstance(usage, dict) else None
         cost, remaining = await call.settle_final()
@@ -296,9 +299,14 @@ class _Stream:
             raw = event.raw
             if not self.seen_data and event.data is not None:
                 self.seen_data = True
+                self.call.gate.metrics.first_chunk.observe(time.perf_counter() - self.call.started)
                 self._first(event.data)
             if b'"usage"' in raw or b'"error"' in raw:
+                seen_error = self.error
                 replaced = self._examine(event.data)
+                if self.error is not seen_error:  # an error event's message may echo a key
+                    secrets = self.call.gate.secrets()
+                    replaced = scrub_bytes(raw if replaced is None else replaced, secrets)
                 if replaced is not None:
                     parts.append(replaced)
                     continue
@@ -355,6 +363,9 @@ async def relay_stream(call: Call) -> web.StreamResponse:
         opened = await _open_upstream(call)
         if isinstance(opened, web.Response):
             return opened
+        # OpenRouter names the generation in a header, before any event: known from here
+        # on, it bills a stream that dies before its first chunk (or a crash) exactly.
+        call.note_generation(opened.headers.get("X-Generation-Id"))
         out = web.StreamResponse(status=200, headers={**SSE_HEADERS, **call.headers()})
         stream = _Stream(call, out)
         metrics.streams.inc()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+
+from aiohttp.http_exceptions import HttpProcessingError
 
 FRAGMENT = 8  # no run of this many characters of a secret survives
 REDACTED = "[redacted]"
@@ -12,7 +15,7 @@ _KEY_SHAPES = re.compile(r"(sk-or-[A-Za-z0-9_-]+|Bearer\s+[A-Za-z0-9._~+/=-]+)")
 
 def scrub(text: str, secrets: Iterable[str]) -> str:
     """Remove every secret, every 8-character piece of one, and anything shaped like
-    an OpenRouter key or a bearer token. Runs only on error paths."""
+    an OpenRouter key or a bearer token. Runs on error paths and log lines only."""
     for secret in secrets:
         if len(secret) < FRAGMENT:
             text = text.replace(secret, REDACTED) if secret else text
@@ -39,3 +42,40 @@ def _erase_around(text: str, piece: str, secret: str) -> str:
         i = end
     out.append(text[i:])
     return "".join(out)
+
+
+def scrub_bytes(data: bytes, secrets: Iterable[str]) -> bytes:
+    """`scrub` for relayed bytes (an upstream error's JSON or SSE event); the same
+    object back when nothing had to go."""
+    text = data.decode("utf-8", "surrogateescape")
+    cleaned = scrub(text, secrets)
+    return data if cleaned == text else cleaned.encode("utf-8", "surrogateescape")
+
+
+class RedactingFilter(logging.Filter):
+    """On the log handler: no secret, nothing shaped like a key or a bearer token, and no
+    request bytes reach the log. (aiohttp logs a request it cannot parse with the
+    offending header line quoted, Authorization included: only the reason is kept.)"""
+
+    def __init__(self, secrets: Callable[[], Iterable[str]]) -> None:
+        super().__init__()
+        self._secrets = secrets
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            reason = str(exc.message or "").strip().partition(":")[0].partition("\n")[0]
+            record.msg = f"{record.getMessage()}: {exc.code} {reason}"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        secrets = list(self._secrets())
+        message = record.getMessage()
+        cleaned = scrub(message, secrets)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = scrub(logging.Formatter().formatException(record.exc_info), secrets)
+        if record.stack_info:
+            record.stack_info = scrub(record.stack_info, secrets)
+        return True

@@ -19,7 +19,7 @@ import asyncio
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -58,6 +58,9 @@ class SpendLog:
         self.error: str | None = None
         self.lines_written = 0
         self.write_failures = 0
+        # Told the error when writing starts failing, and None when it works again.
+        self.observers: list[Callable[[str | None], None]] = []
+        self._listeners: list[Callable[[], None]] = []  # told after every write
         self._file: AsyncFileIO | None = None
         self._pending: list[_Entry] = []
         self._wakeup = asyncio.Event()
@@ -98,6 +101,11 @@ class SpendLog:
             self._wakeup.set()
             await self._idle.wait()
 
+    def add_listener(self, callback: Callable[[], None]) -> None:
+        """Call `callback` after every write (a sink that reads the log on); it must be
+        cheap and must not raise."""
+        self._listeners.append(callback)
+
     # -- appending --------------------------------------------------------------------
 
     def append(
@@ -125,6 +133,8 @@ class SpendLog:
             self._writing = True
             left = await self._write(batch)
             self._writing = False
+            for listener in self._listeners:
+                listener()
             self._idle.set()
             if not left:
                 delay = RETRY_MIN_SECONDS
@@ -165,6 +175,7 @@ class SpendLog:
             if self.error is not None:
                 log.warning("spend log: writing again after: %s", self.error)
                 self.error = None
+                self._tell(None)
             for entry in batch:
                 if entry.future is not None and not entry.future.done():
                     entry.future.set_result(None)
@@ -191,10 +202,20 @@ class SpendLog:
 
     def _fail(self, exc: OSError) -> None:
         message = exc.strerror or str(exc) or type(exc).__name__
-        if self.error is None:
+        failing_now = self.error is None
+        if failing_now:
             log.error("spend log %s cannot be written: %s", self.path.name, message)
         self.error = message
         self.write_failures += 1
+        if failing_now:
+            self._tell(message)
+
+    def _tell(self, error: str | None) -> None:
+        for observer in self.observers:
+            try:
+                observer(error)
+            except Exception:
+                log.exception("spend log observer failed")
 
     async def _open(self) -> None:
         self._fresh_line_needed = _ends_mid_line(self.path)
@@ -259,16 +280,19 @@ def last_snapshot_offset(path: Path) -> int:
 
 def read_records(path: Path, offset: int = 0) -> Iterator[dict[str, Any]]:
     """Every whole JSON object in the log from `offset` on, in order; torn or foreign
-    lines are skipped with a warning. Numbers with a fraction come back as Decimal."""
+    lines are skipped with a warning. Numbers with a fraction come back as Decimal.
+    Reads no further than the file's size when opened: a device in the log's place
+    (`/dev/full`, `/dev/zero`) would otherwise be read forever."""
     try:
         f = path.open("rb")
     except FileNotFoundError:
         return
     with f:
-        f.seek(offset)
+        left = os.fstat(f.fileno()).st_size - f.seek(offset)
         tail = b""
         number = 0
-        while chunk := f.read(READ_CHUNK):
+        while left > 0 and (chunk := f.read(min(READ_CHUNK, left))):
+            left -= len(chunk)
             lines = (tail + chunk).split(b"\n")
             tail = lines.pop()
             for line in lines:

@@ -9,17 +9,23 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 
 from .config import OpenRouterConfig, RetryConfig
+from .keystatus import KeyStatus
 
 log = logging.getLogger(__name__)
 
 Sleep = Callable[[float], Awaitable[None]]
+# Told (status, seconds to the response headers, Retry-After) for every chat attempt that
+# got an HTTP answer: metrics and alerts (402, 429 storms) watch upstream through it.
+AnswerHook = Callable[[int, float, float | None], None]
 
 
 class UpstreamError(Exception):
@@ -35,6 +41,10 @@ class UpstreamError(Exception):
 
 class UpstreamUnreachable(Exception):
     """No answer at all from upstream (connection refused, reset, timed out)."""
+
+    def __init__(self, reason: str, *, timed_out: bool = False) -> None:
+        super().__init__(reason)
+        self.timed_out = timed_out  # no answer within the timeouts: a 504, not a 502
 
 
 def retry_after_seconds(value: str | None) -> float | None:
@@ -52,6 +62,16 @@ def is_retryable(status: int, retry_after: float | None) -> bool:
     return status in (408, 429) or status >= 500 or (status == 402 and retry_after is not None)
 
 
+def not_an_answer(status: int) -> bytes:
+    """The error body for an upstream status that is neither a completion nor an error."""
+    message = f"upstream answered {status} instead of a completion; redirects are not followed"
+    return json.dumps({"error": {"message": message}}).encode()
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 def backoff_delay(retry: RetryConfig, attempt: int, retry_after: float | None) -> float:
     delay = retry.backoff_seconds * (2**attempt) if retry_after is None else retry_after
     return min(delay, retry.max_backoff_seconds)
@@ -63,6 +83,8 @@ class Upstream:
     config: OpenRouterConfig
     retry: RetryConfig
     sleep: Sleep = asyncio.sleep
+    on_answer: AnswerHook | None = None
+    key_status: KeyStatus | None = None  # told when upstream rejects the gate's key
 
     def headers(self, authorization: str) -> dict[str, str]:
         return {
@@ -87,6 +109,7 @@ class Upstream:
         url = self.config.base_url + "/chat/completions"
         attempt = 0
         while True:
+            started = time.perf_counter()
             try:
                 resp = await self.session.post(
                     url,
@@ -96,13 +119,24 @@ class Upstream:
                     timeout=self.timeout(),
                 )
             except (aiohttp.ClientError, TimeoutError) as exc:
-                if attempt >= self.retry.max_retries:
-                    raise UpstreamUnreachable(type(exc).__name__) from None
+                # Only a connection that was never made is safe to try again: once the
+                # body may have reached upstream, a second POST could be billed twice.
+                if attempt >= self.retry.max_retries or not isinstance(
+                    exc, aiohttp.ClientConnectorError
+                ):
+                    raise UpstreamUnreachable(
+                        type(exc).__name__, timed_out=isinstance(exc, TimeoutError)
+                    ) from None
                 await self.sleep(backoff_delay(self.retry, attempt, None))
                 attempt += 1
                 if on_retry is not None:
                     on_retry(0)
                 continue
+            if self.on_answer is not None:
+                retry_after = retry_after_seconds(resp.headers.get("Retry-After"))
+                self.on_answer(resp.status, time.perf_counter() - started, retry_after)
+            if self.key_status is not None and self.config.api_key is not None:
+                self.key_status.saw_chat_status(resp.status, _utc_now)
             if resp.status == 200:
                 return resp
             retry_after = retry_after_seconds(resp.headers.get("Retry-After"))
@@ -112,6 +146,8 @@ class Upstream:
                 error_body = b""
             finally:
                 resp.release()
+            if resp.status < 400:  # a redirect (never followed) or some other non-answer
+                raise UpstreamError(502, not_an_answer(resp.status), None, attempt + 1)
             if is_retryable(resp.status, retry_after) and attempt < self.retry.max_retries:
                 await self.sleep(backoff_delay(self.retry, attempt, retry_after))
                 attempt += 1
@@ -120,11 +156,27 @@ class Upstream:
                 continue
             raise UpstreamError(resp.status, error_body, retry_after, attempt + 1)
 
+    async def key_check(self, authorization: str) -> int | None:
+        """`GET /key`'s status (200: the key works, 401: rejected); None: no answer."""
+        try:
+            async with self.session.get(
+                self.config.base_url + "/key",
+                headers={**self.config.headers, "Authorization": authorization},
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=self.config.connect_timeout_seconds + 10),
+            ) as resp:
+                await resp.read()
+                return resp.status
+        except (aiohttp.ClientError, TimeoutError):
+            return None
+
     async def get_json(
         self, path: str, authorization: str | None, params: Mapping[str, str] | None = None
     ) -> Any:
         """GET a small JSON document (models, key, generation); None on any failure."""
-        headers = {"Authorization": authorization} if authorization else {}
+        headers = dict(self.config.headers)  # fixed headers (a gateway's) on every call
+        if authorization:
+            headers["Authorization"] = authorization
         try:
             async with self.session.get(
                 self.config.base_url + path,

@@ -5,7 +5,9 @@ SSE), `GET models`, `GET key`, `GET generation?id=`. Cost = `PRICES` x tokens, e
 `Decimal`s. Misbehaviour is queued as `Fault`s (one per chat request, FIFO), either on
 `app[MOCK_STATE].faults` in-process or with the control endpoints of a subprocess:
 `POST /_mock/faults` (a list of Fault field objects), `POST /_mock/config`,
-`POST /_mock/reset`, `GET /_mock/stats`.
+`POST /_mock/reset`, `GET /_mock/stats`. Console mode: the same server answers the
+JetPatch console's `POST /api/gate/spend` and `GET /api/gate/budgets`, set up and read
+through `/_mock/console` (see `mock_upstream.console`).
 """
 
 from .app import MOCK_STATE, create_app

@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from . import control, handlers, wire
+from . import console, control, handlers, wire
 from .chat import chat_completions
 from .keys import MOCK_STATE, REQUEST_LOG
 from .reqlog import RequestLog
@@ -32,7 +32,13 @@ _CONTROL_ROUTES: list[tuple[str, str, Callable[[web.Request], Awaitable[web.Stre
     ("POST", "/_mock/reset", control.reset),
     ("GET", "/_mock/stats", control.stats),
     ("POST", "/_mock/config", control.configure),
+    # console mode: the JetPatch console's calls, and their control
+    ("POST", "/api/gate/spend", console.receive_spend),
+    ("GET", "/api/gate/budgets", console.budgets),
+    ("POST", "/_mock/console", console.control),
+    ("GET", "/_mock/console", console.received),
 ]
+_NOT_LOGGED = ("/_mock/", "/api/gate/")  # not OpenRouter's calls
 
 
 @web.middleware
@@ -55,8 +61,9 @@ def _parsed(raw: bytes) -> Any:
 
 @web.middleware
 async def log_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every API request (not `/_mock/*`) becomes one line of the request log."""
-    if not request.path.startswith("/_mock/"):
+    """Every OpenRouter API request (not `/_mock/*`, not the console's `/api/gate/*`) is
+    one line of the request log."""
+    if not request.path.startswith(_NOT_LOGGED):
         raw = await request.read() if request.body_exists else b""
         request.app[REQUEST_LOG].write(
             request.method, request.path, request.headers.get("Authorization"), _parsed(raw)

@@ -23,6 +23,7 @@ from .state import Fault, MockState
 log = logging.getLogger(__name__)
 
 MAX_MODELS = 3
+_POLL_SECONDS = 0.02  # how often a waiting stream looks whether its client is still there
 _MID_STREAM_ERROR = "Provider disconnected unexpectedly"
 
 
@@ -166,8 +167,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         return wire.error_response(400, "Request body must be a JSON object")
     fault = state.next_fault()
     if fault.hang:
-        await asyncio.sleep(fault.hang)
-        if _client_gone(request):
+        try:
+            await _pause(request, fault.hang)
+        except ConnectionResetError:
             return web.Response()  # nobody to answer; nothing was generated
     if fault.status is not None:
         return wire.error_response(fault.status, fault.message, fault.retry_after)
@@ -204,16 +206,30 @@ async def _complete(request: web.Request, state: MockState, plan: Plan) -> web.S
     return web.json_response(body, headers={"X-Generation-Id": plan.reply.gen_id})
 
 
-async def _first_delay(resp: web.StreamResponse, fault: Fault) -> None:
-    """Wait `first_delay`, sending a keep-alive comment every `keepalive` seconds."""
-    remaining = fault.first_delay
-    step = fault.keepalive
-    while step and remaining > step:
-        await asyncio.sleep(step)
-        remaining -= step
+async def _pause(request: web.Request, seconds: float) -> None:
+    """Sleep, but raise ConnectionResetError as soon as the client has left: a provider
+    stops generating (and billing) when its caller goes away, not when it next writes."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    while True:
+        await asyncio.sleep(max(0.0, min(end - loop.time(), _POLL_SECONDS)))
+        if _client_gone(request):
+            raise ConnectionResetError("client left")
+        if loop.time() >= end:
+            return
+
+
+async def _quiet(
+    request: web.Request, resp: web.StreamResponse, seconds: float, keepalive: float | None
+) -> None:
+    """Stay silent for `seconds`, but for a keep-alive comment every `keepalive` seconds."""
+    remaining = seconds
+    while keepalive and remaining > keepalive:
+        await _pause(request, keepalive)
+        remaining -= keepalive
         await resp.write(wire.COMMENT)
     if remaining > 0:
-        await asyncio.sleep(remaining)
+        await _pause(request, remaining)
 
 
 async def _stream(request: web.Request, state: MockState, plan: Plan) -> web.StreamResponse:
@@ -231,12 +247,16 @@ async def _stream(request: web.Request, state: MockState, plan: Plan) -> web.Str
         await resp.prepare(request)
         started = True
         await resp.write(wire.COMMENT)
-        await _first_delay(resp, fault)
+        await _quiet(request, resp, fault.first_delay, fault.keepalive)
         for index in range(stop_at):
             if index:
-                await asyncio.sleep(fault.chunk_delay)
+                await _pause(request, fault.chunk_delay)
+            if index == fault.stall_after:
+                await _quiet(request, resp, fault.stall, fault.keepalive)
             generated += 1
             await resp.write(wire.sse(wire.chunk(reply, wire.token_text(index, fault.long_line))))
+        if fault.stall_after is not None and fault.stall_after >= stop_at:
+            await _quiet(request, resp, fault.stall, fault.keepalive)
         if _cuts(fault):
             billed = True
             _bill(state, plan, generated, cancelled=True, finish="cut")

@@ -17,7 +17,15 @@ _STR = "str"
 
 @dataclass
 class Fault:
-    """How to misbehave for ONE chat request; queued FIFO in `MockState.faults`."""
+    """How to misbehave for ONE chat request; queued FIFO in `MockState.faults`.
+
+    Streams: `first_delay` seconds of silence after the opening comment; `stall` seconds
+    of silence after `stall_after` content chunks (or after all of them, if fewer): the
+    upstream that goes quiet mid-way. Either silence sends a keep-alive comment every
+    `keepalive` seconds when that is set. `hang` waits before answering anything at all.
+    Like a real provider, the mock notices within a few milliseconds when its client
+    leaves during any wait, stops, and bills what it generated (`cancelled: true`).
+    """
 
     status: int | None = None
     retry_after: float | None = None
@@ -33,6 +41,8 @@ class Fault:
     answer_model: str | None = None
     long_line: int | None = None
     hang: float | None = None
+    stall_after: int | None = None
+    stall: float = 0.0
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> Fault:
@@ -59,6 +69,8 @@ _FAULT_KINDS: dict[str, str] = {
     "answer_model": _STR,
     "long_line": _INT,
     "hang": _FLOAT,
+    "stall_after": _INT,
+    "stall": _FLOAT,
 }
 
 _CONFIG_KINDS: dict[str, str] = {
@@ -100,6 +112,26 @@ def _checked(raw: Mapping[str, Any], kinds: Mapping[str, str], what: str) -> dic
 
 
 @dataclass
+class ConsoleState:
+    """The JetPatch console look-alike (mock_upstream.console): budgets it hands out,
+    snapshots it received, and faults (HTTP statuses) queued FIFO, one per console call."""
+
+    budgets: dict[str, Any] = field(default_factory=dict)  # agent -> {"budget_total": n}
+    snapshots: list[Any] = field(default_factory=list)  # POST /api/gate/spend bodies
+    faults: list[int] = field(default_factory=list)
+    expected_key: str | None = None  # set: both calls need `Authorization: Bearer <it>`
+    spend_calls: int = 0
+    budget_calls: int = 0
+
+    def reset(self) -> None:
+        self.budgets.clear()
+        self.snapshots.clear()
+        self.faults.clear()
+        self.expected_key = None
+        self.spend_calls = self.budget_calls = 0
+
+
+@dataclass
 class MockState:
     """Everything the mock knows; lives under `MOCK_STATE` in the app, never in a global.
 
@@ -115,6 +147,7 @@ class MockState:
     key_limit: float = 100.0
     # generation id -> time.monotonic() when it finished (drives the 404 window)
     finished_at: dict[str, float] = field(default_factory=dict)
+    console: ConsoleState = field(default_factory=ConsoleState)
 
     def total_charged(self) -> Decimal:
         return sum((g["total_cost"] for g in self.generations.values()), Decimal(0))
@@ -180,3 +213,4 @@ class MockState:
         self.requests.clear()
         self.generations.clear()
         self.finished_at.clear()
+        self.console.reset()

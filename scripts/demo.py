@@ -26,6 +26,8 @@ REPO = Path(__file__).resolve().parent.parent
 AGENT = "agent-1"
 ADMIN_TOKEN = "demo-admin-token"  # noqa: S105 - a throwaway token for this run only
 PLACEHOLDER_KEY = "sk-or-demo-not-a-real-key"
+CONSOLE_KEY = "demo-console-key"  # the mock console's key, for this run only
+CONSOLE_SYNC_SECONDS = "0.2"
 START_TIMEOUT = 20.0
 PAD = " " * 8
 ASKED = "openai/gpt-5"  # the client's own choice: kept first when the tier has it
@@ -211,6 +213,42 @@ async def run_step(
     return status
 
 
+async def console_and_alerts(http: aiohttp.ClientSession, gate: str, mock_url: str) -> None:
+    """What the JetPatch console (mock_upstream's console mode) received, and the alerts
+    the walkthrough raised (no webhook in the demo: they are listed at /api/alerts)."""
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with http.get(f"{gate}/api/spend/{AGENT}", headers=auth) as resp:
+        spent = (await resp.json())["budget_spent"]
+    for _ in range(100):  # the gate posts a snapshot every CONSOLE_SYNC_SECONDS
+        async with http.get(f"{mock_url}/_mock/console") as resp:
+            seen = await resp.json()
+        last = seen["snapshots"][-1]["agents"][AGENT] if seen["snapshots"] else {}
+        if last.get("budget_spent") == spent:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise DemoError("the console never received the current spend")
+    async with http.get(f"{gate}/api/health") as resp:
+        console = (await resp.json())["console"]
+    print("\nconsole sync   (mock_upstream's console mode, every " + CONSOLE_SYNC_SECONDS + " s)")
+    print(
+        f"{PAD}POST /api/gate/spend   {seen['spend_calls']} snapshots; the last has {AGENT} "
+        f"at ${usd(spent)} spent, as /api/spend says"
+    )
+    print(
+        f"{PAD}GET /api/gate/budgets  {seen['budget_calls']} times "
+        f"(budgets apply to budget_source: jetpatch agents; policy.yaml has none)"
+    )
+    print(f"{PAD}/api/health console   {console['consecutive_failures']} failures in a row")
+    async with http.get(f"{gate}/api/alerts", headers=auth) as resp:
+        alerts = (await resp.json())["alerts"]
+    print("\nalerts         (no webhook set: listed at /api/alerts, newest last)")
+    for alert in reversed(alerts):
+        print(f"{PAD}{alert['kind']:<16} {alert['message']}")
+    if console["consecutive_failures"] or not alerts:
+        raise DemoError("the console sync failed or the walkthrough raised no alert")
+
+
 def summarise(statuses: list[int], spend_log: Path, mock: dict[str, Any], work: Path) -> None:
     rows = [json.loads(line, parse_float=Decimal) for line in spend_log.read_text().splitlines()]
     requests = [r for r in rows if r.get("event") == "request"]
@@ -246,11 +284,17 @@ async def demo(work: Path) -> None:
     )
     gate_proc = None
     try:
+        async with aiohttp.ClientSession() as http:  # the mock's console wants this key
+            await http.post(f"{mock_url}/_mock/console", json={"expected_key": CONSOLE_KEY})
         gate_env = env | {
             "OPENROUTER_API_KEY": PLACEHOLDER_KEY,
             "OPENROUTER_BASE_URL": f"{mock_url}/api/v1",
             "SPEND_LOG": str(spend_log),
             "GATE_ADMIN_TOKEN": ADMIN_TOKEN,
+            "JETPATCH_SYNC": "true",
+            "JETPATCH_URL": mock_url,
+            "JETPATCH_API_KEY": CONSOLE_KEY,
+            "JETPATCH_SYNC_SECONDS": CONSOLE_SYNC_SECONDS,
         }
         gate_args = ["--config", "configs/policy.yaml", "--host", "127.0.0.1", "--port", "0"]
         gate_proc, gate = await start("gate", gate_args, gate_env, work / "gate.err")
@@ -262,6 +306,7 @@ async def demo(work: Path) -> None:
             try:
                 for n, step in enumerate(STEPS, 1):
                     statuses.append(await run_step(n, step, http, gate, req_log))
+                await console_and_alerts(http, gate, mock_url)
             except (DemoError, aiohttp.ClientError, TimeoutError, KeyError, ValueError) as exc:
                 gate_err = tail(work / "gate.err")
                 raise DemoError(f"{exc}\n{PAD}gate stderr (last lines):\n{gate_err}") from exc

@@ -394,6 +394,63 @@ async def test_keepalive_comments_during_first_delay(
     assert len(data) == 4
 
 
+async def test_stall_goes_silent_mid_stream_with_keepalives(
+    client: TestClient[Any, Any], state: MockState
+) -> None:
+    state.faults.append(Fault(chunks=4, stall_after=2, stall=0.35, keepalive=0.1))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    resp = await post_chat(client, chat_body(stream=True))
+    blocks = [b for b in (await resp.text()).split("\n\n") if b]
+    assert loop.time() - started >= 0.35
+    kinds = ["comment" if b.startswith(":") else "data" for b in blocks]
+    # opening comment, two content chunks, three keep-alives, the rest of the answer
+    assert kinds[:6] == ["comment", "data", "data", "comment", "comment", "comment"]
+    assert kinds[6:] == ["data"] * (len(kinds) - 6)
+    assert blocks[-1] == "data: [DONE]"
+    (record,) = state.generations.values()
+    assert record["tokens_completion"] == 4 and not record["cancelled"]
+
+
+async def test_stall_after_the_last_chunk_waits_before_the_end(
+    client: TestClient[Any, Any], state: MockState
+) -> None:
+    state.faults.append(Fault(chunks=2, stall_after=5, stall=0.2))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    _, comments, data = await stream_chat(client)
+    assert loop.time() - started >= 0.2
+    assert comments == [": OPENROUTER PROCESSING"] and data[-1] == "[DONE]"
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault(chunks=4, stall_after=2, stall=60),
+        Fault(chunks=4, first_delay=60),
+        Fault(chunks=4, chunk_delay=60),
+    ],
+    ids=["stall", "first_delay", "chunk_delay"],
+)
+async def test_a_client_leaving_a_silent_stream_is_billed_at_once(
+    client: TestClient[Any, Any], state: MockState, fault: Fault
+) -> None:
+    state.faults.append(fault)
+    resp = await post_chat(client, chat_body(stream=True))
+    await resp.content.readuntil(b": OPENROUTER PROCESSING\n\n")
+    sent = 2 if fault.stall_after else (0 if fault.first_delay else 1)
+    for _ in range(sent):
+        await resp.content.readuntil(b"\n\n")
+    resp.close()
+    for _ in range(500):  # billed within moments, not when the 60 s silence ends
+        if state.generations:
+            break
+        await asyncio.sleep(0.01)
+    (record,) = state.generations.values()
+    assert record["cancelled"] is True and record["tokens_completion"] == sent
+    assert state.total_charged() == price_cost(MODEL, record["tokens_prompt"], sent)
+
+
 async def test_long_line(client: TestClient[Any, Any], state: MockState) -> None:
     state.faults.append(Fault(long_line=200_000, chunks=2))
     _, _, data = await stream_chat(client)
@@ -551,6 +608,50 @@ async def test_disabled_request_log_writes_nothing(
         resp = await session.get(server.make_url("/v1/models"))
         assert resp.status == 200
     assert list(tmp_path.iterdir()) == []
+
+
+# --- console mode ----------------------------------------------------------------------
+
+
+async def test_console_mode_serves_budgets_and_keeps_snapshots(
+    client: TestClient[Any, Any], state: MockState, log_path: Path
+) -> None:
+    console_key = {"Authorization": "Bearer jp-key"}
+    setup = {"budgets": {"agent-j": {"budget_total": 40}}, "expected_key": "jp-key"}
+    resp = await client.post("/_mock/console", json=setup)
+    assert resp.status == 200
+    assert (await resp.json())["budgets"] == {"agent-j": {"budget_total": 40}}
+
+    assert (await client.get("/api/gate/budgets")).status == 401  # no key
+    assert (await client.get("/api/gate/budgets", headers=AUTH)).status == 401  # wrong key
+    resp = await client.get("/api/gate/budgets", headers=console_key)
+    assert resp.status == 200
+    assert await resp.json() == {"budgets": {"agent-j": {"budget_total": 40}}}
+    snapshot = {"ts": "2025-01-01T00:00:00.000Z", "agents": {"agent-j": {"budget_spent": 1.5}}}
+    resp = await client.post("/api/gate/spend", json=snapshot, headers=console_key)
+    assert resp.status == 200 and await resp.json() == {"received": True}
+
+    # faults: one per console call, FIFO, whichever of the two it is
+    await client.post("/_mock/console", json={"faults": [503, 429]})
+    assert (await client.post("/api/gate/spend", json={}, headers=console_key)).status == 503
+    assert (await client.get("/api/gate/budgets", headers=console_key)).status == 429
+    assert (await client.get("/api/gate/budgets", headers=console_key)).status == 200
+
+    seen = await (await client.get("/_mock/console")).json()
+    assert seen["snapshots"] == [snapshot]
+    assert (seen["spend_calls"], seen["budget_calls"], seen["faults_queued"]) == (2, 5, 0)
+    assert state.console.snapshots == [snapshot]
+    # the console's calls are not OpenRouter's: they stay out of the request log
+    assert not log_path.exists() or "/api/gate/" not in log_path.read_text()
+
+    for bad in ({"faults": [200]}, {"faults": "503"}, {"budgets": []}, {"other": 1},
+                {"expected_key": 5}, [1]):
+        assert (await client.post("/_mock/console", json=bad)).status == 400, bad
+    resp = await client.post("/_mock/console", json={"reset": True})
+    assert (await resp.json())["snapshots"] == [] and state.console.expected_key is None
+    state.console.budgets["x"] = {"budget_total": 1}
+    assert (await client.post("/_mock/reset")).status == 200  # resets the console too
+    assert state.console.budgets == {}
 
 
 # --- the command line -------------------------------------------------------------------
