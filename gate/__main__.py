@@ -13,11 +13,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from aiohttp import web
+from redis.exceptions import RedisError
 
-from . import report, sinks
+from . import redis_rebuild, report, sinks
 from .app import create_app
 from .config import ConfigError, GateConfig, load_config
 from .context import GATE, secrets_of
+from .redis_store import SpendStoreStartError, redacted
 from .scrub import RedactingFilter, scrub
 
 log = logging.getLogger("gate")
@@ -29,7 +31,7 @@ def parse_args(argv: Sequence[str] | None, env: Mapping[str, str]) -> argparse.N
     parser = argparse.ArgumentParser(
         prog="python -m gate",
         description="Execwall OR Gate. Also: `python -m gate report ...`, "
-        "`python -m gate check-config PATH` and `python -m gate sink-backfill`.",
+        "`python -m gate check-config PATH`, `sink-backfill` and `store-rebuild`.",
     )
     parser.add_argument(
         "--config", type=Path, default=Path(env.get("CONFIG_PATH", "configs/policy.yaml"))
@@ -177,10 +179,52 @@ def sink_backfill_main(argv: Sequence[str], env: Mapping[str, str]) -> int:
     return 0
 
 
+def store_rebuild_main(argv: Sequence[str], env: Mapping[str, str]) -> int:
+    """Rebuild the shared (Redis) spend store from the spend logs of every instance."""
+    parser = argparse.ArgumentParser(
+        prog="python -m gate store-rebuild",
+        description="Rebuild the Redis spend store from every instance's spend log "
+        "(none: initialise it empty, for a new deployment).",
+    )
+    parser.add_argument(
+        "--config", type=Path, default=Path(env.get("CONFIG_PATH", "configs/policy.yaml"))
+    )
+    parser.add_argument("--log", type=Path, action="append", default=[], help="repeat per log")
+    parser.add_argument("--force", action="store_true", help="replace state already there")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.config, env)
+    except ConfigError as err:
+        for problem in err.problems:
+            print(f"gate: {problem}", file=sys.stderr)
+        return 2
+    if cfg.spend_store.backend != "redis":
+        print(f"gate: {args.config} does not use a redis spend_store", file=sys.stderr)
+        return 2
+    for path in args.log:
+        if not path.is_file():
+            print(f"gate: {path}: no such spend log", file=sys.stderr)
+            return 2
+    try:
+        done = asyncio.run(redis_rebuild.rebuild(cfg, args.log, force=args.force))
+    except redis_rebuild.RebuildRefused as err:
+        print(f"gate: {err}", file=sys.stderr)
+        return 1
+    except (RedisError, OSError) as exc:
+        where = redacted(cfg.spend_store.url)
+        print(f"gate: spend store {where} cannot be used: {exc}", file=sys.stderr)
+        return 1
+    print(f"spend store rebuilt from {len(args.log)} logs ({done.records} lines)")
+    for agent_id, spent in sorted(done.spent.items()):
+        print(f"  {agent_id:<20} spent {spent}")
+    return 0
+
+
 SUBCOMMANDS = {
     "report": report_main,
     "check-config": check_config_main,
     "sink-backfill": sink_backfill_main,
+    "store-rebuild": store_rebuild_main,
 }
 
 
@@ -208,6 +252,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for handler in logging.getLogger().handlers:
             handler.addFilter(redact)
         asyncio.run(serve(app, args.host, args.port, cfg.limits.client_timeout_seconds))
+    except SpendStoreStartError as err:
+        print(f"gate: {err}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"gate: cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)
         return 1

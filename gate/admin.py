@@ -8,6 +8,7 @@ able to raise or reset its own budget.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from decimal import Decimal
@@ -18,10 +19,18 @@ from aiohttp import web
 from .config import ConfigError, load_config
 from .context import GATE, Gate
 from .cost import to_decimal
-from .errors import AUTHENTICATION, INVALID_REQUEST, NOT_FOUND, PERMISSION, GateError
+from .errors import (
+    AUTHENTICATION,
+    INVALID_REQUEST,
+    NOT_FOUND,
+    PERMISSION,
+    GateError,
+    store_unavailable,
+)
 from .intake import bearer, read_json_object, same_secret
 from .jsonfmt import dumps
 from .ops import add_ops_routes
+from .redis_store import SpendStoreError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 RELOAD_ENV: web.AppKey[Mapping[str, str]] = web.AppKey("reload_env")
@@ -72,22 +81,38 @@ async def health(request: web.Request) -> web.Response:
     }
     if spend_log.error is not None:
         body["spend_log_error"] = spend_log.error
+    store_error = gate.ledger.store_error
+    closed = gate.config.spend_store.on_store_error == "closed"
+    if store_error is not None:  # a shared store (Redis) that cannot be used now
+        body["status"] = "degraded"
+        body["spend_store_error"] = store_error
     body["upstream_key"] = gate.key_status.view()
     if body["upstream_key"]["key_rejected"]:
         body["status"] = "degraded"  # still 200: the gate itself works, upstream refuses it
     if gate.sinks:
         body["sinks"] = [sink.view() for sink in gate.sinks]
     body.update(gate.health_extras())  # console sync, upstream credit
-    return _json(body, status=200 if spend_log.error is None else 503)
+    failing = spend_log.error is not None or (store_error is not None and closed)
+    return _json(body, status=503 if failing else 200)
 
 
 async def spend_all(request: web.Request) -> web.Response:
     gate = request.config_dict[GATE]
+    await _fresh(gate)
     return _json({"agents": {a: _view(gate, a) for a in gate.ledger.agent_ids()}})
 
 
+async def _fresh(gate: Gate) -> None:
+    """A shared store: show what all instances did, not this one's last view of it
+    (that view when the store cannot answer; health says why)."""
+    with contextlib.suppress(SpendStoreError):
+        await gate.ledger.refresh()
+
+
 async def spend_one(request: web.Request) -> web.Response:
-    return _json(_view(request.config_dict[GATE], request.match_info["agent_id"]))
+    gate = request.config_dict[GATE]
+    await _fresh(gate)
+    return _json(_view(gate, request.match_info["agent_id"]))
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
@@ -118,7 +143,10 @@ async def set_budget(request: web.Request) -> web.Response:
     total, spent = _amount(body, "budget_total"), _amount(body, "budget_spent")
     if total is None and spent is None:
         raise GateError(400, INVALID_REQUEST, "give budget_total and/or budget_spent")
-    await gate.ledger.set_budget(agent_id, total, spent)
+    try:
+        await gate.ledger.set_budget(agent_id, total, spent)
+    except SpendStoreError as exc:
+        raise store_unavailable(str(exc)) from None
     return _json(_view(gate, agent_id))
 
 
@@ -126,7 +154,10 @@ async def reset(request: web.Request) -> web.Response:
     gate = request.config_dict[GATE]
     agent_id = request.match_info["agent_id"]
     _view(gate, agent_id)
-    await gate.ledger.reset(agent_id)
+    try:
+        await gate.ledger.reset(agent_id)
+    except SpendStoreError as exc:
+        raise store_unavailable(str(exc)) from None
     return _json(_view(gate, agent_id))
 
 

@@ -22,7 +22,8 @@ from .openapi import openapi
 from .ops import start_ops
 from .prices import PriceTable
 from .proxy import chat_completions, list_models
-from .reconcile import reconcile_open_holds
+from .reconcile import reconcile_open_holds, recover_expired_holds
+from .redis_store import RedisLedger, redacted
 from .sinks import running_sinks
 from .spendlog import SpendLog, last_snapshot_offset, read_records
 from .upstream import Upstream
@@ -66,14 +67,11 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     spend_log = SpendLog(cfg.spend_log, fsync=cfg.spend_log_fsync)
     await spend_log.start()
     try:
-        ledger = Ledger(cfg.agents, spend_log, app[CLOCK])
-        count = await asyncio.to_thread(_replay, ledger, cfg.spend_log)
-        log.info("spend log: %d lines replayed, %d holds open", count, len(ledger.open_holds()))
-        if count > SNAPSHOT_AT_START:
-            ledger.write_snapshot()  # the next start replays from here
+        ledger = await _open_ledger(cfg, spend_log, app[CLOCK])
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
         key_status = KeyStatus()
         async with (
+            contextlib.aclosing(ledger),  # closed last: settlements still owed go out
             aiohttp.ClientSession(connector=connector) as session,
             running_sinks(cfg.sinks, spend_log) as sinks,  # closed after the tasks below
         ):
@@ -97,6 +95,8 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
                 asyncio.create_task(watch_key(gate, app[CLOCK]), name="key-check"),
                 *start_ops(app, gate, app[CLOCK]),  # alerts, console sync, upstream balance
             ]
+            if isinstance(ledger, RedisLedger):  # dead instances' holds, settled here
+                tasks.append(asyncio.create_task(recover_expired_holds(gate, ledger)))
             try:
                 yield
             finally:
@@ -109,6 +109,22 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
                         await task
     finally:
         await spend_log.close()
+
+
+async def _open_ledger(cfg: GateConfig, spend_log: SpendLog, clock: Clock) -> Ledger:
+    """The JSONL store, rebuilt from this instance's log; or the shared Redis store,
+    which refuses (SpendStoreStartError) to start on a Redis that lost its state."""
+    if cfg.spend_store.backend == "redis":
+        shared = RedisLedger(cfg.agents, spend_log, clock, cfg.spend_store)
+        await shared.start()
+        log.info("spend store: %s, shared by every instance on it", redacted(shared.store.url))
+        return shared
+    ledger = Ledger(cfg.agents, spend_log, clock)
+    count = await asyncio.to_thread(_replay, ledger, cfg.spend_log)
+    log.info("spend log: %d lines replayed, %d holds open", count, len(ledger.open_holds()))
+    if count > SNAPSHOT_AT_START:
+        ledger.write_snapshot()  # the next start replays from here
+    return ledger
 
 
 def _replay(ledger: Ledger, path: Path) -> int:

@@ -121,7 +121,11 @@ class AlertsConfig:
 @dataclass(frozen=True, slots=True)
 class SpendStoreConfig:
     backend: str = "jsonl"
-    url: str | None = None
+    url: str | None = field(default=None, repr=False)  # may hold a password
+    key_prefix: str = "execwall:"  # redis: every key the gate uses starts with it
+    on_store_error: str = "closed"  # redis unreachable: "closed" refuses, "open" admits
+    hold_ttl_seconds: float = 30.0  # a hold not renewed this long is a dead instance's
+    refresh_seconds: float = 1.0  # how often the local view is read back from Redis
 
 
 @dataclass(frozen=True, slots=True)
@@ -565,11 +569,19 @@ def _fractions(
 
 def _spend_store(r: _Reader, root: Mapping[Any, Any]) -> SpendStoreConfig:
     p = f"{_ROOT}.spend_store"
-    m = r.section(root, "spend_store", _ROOT, ("backend", "url"))
+    known = ("backend", "url", "key_prefix", "on_store_error", "hold_ttl_seconds")
+    m = r.section(root, "spend_store", _ROOT, (*known, "refresh_seconds"))
     backend = r.choice(m, "backend", p, ("jsonl", "redis"), "jsonl")
     if backend != "redis":
         return SpendStoreConfig(backend=backend)
-    return SpendStoreConfig(backend, r.url(m, "url", p, required=True, schemes=("redis", "rediss")))
+    return SpendStoreConfig(
+        backend,
+        r.url(m, "url", p, required=True, schemes=("redis", "rediss")),
+        key_prefix=r.text(m, "key_prefix", p) or "execwall:",
+        on_store_error=r.choice(m, "on_store_error", p, ("closed", "open"), "closed"),
+        hold_ttl_seconds=r.seconds(m, "hold_ttl_seconds", p, 30.0),
+        refresh_seconds=r.seconds(m, "refresh_seconds", p, 1.0),
+    )
 
 
 def _sinks(r: _Reader, root: Mapping[Any, Any]) -> tuple[PostgresSinkConfig, ...]:

@@ -84,6 +84,8 @@ def secrets_of(cfg: GateConfig) -> list[str]:
     found = [cfg.openrouter.api_key, cfg.admin_token, cfg.console.api_key]
     found += [a.api_key for a in cfg.agents.values()]
     found += [secret for sink in cfg.sinks for secret in dsn_secrets(sink.dsn)]
+    if cfg.spend_store.url:
+        found += dsn_secrets(cfg.spend_store.url)
     found += [  # credential headers sent upstream (x-portkey-api-key, ...)
         value
         for name, value in cfg.openrouter.headers.items()

@@ -75,7 +75,18 @@ PERMISSION = "permission_error"
 NOT_FOUND = "not_found_error"
 BUDGET_EXHAUSTED = "budget_exhausted"
 SPEND_LOG_UNAVAILABLE = "spend_log_unavailable"
+SPEND_STORE_UNAVAILABLE = "spend_store_unavailable"
 OVERLOADED = "overloaded"
 UPSTREAM_ERROR = "upstream_error"
 UPSTREAM_CREDITS = "upstream_credits_exhausted"
 SERVER_ERROR = "server_error"
+
+
+def store_unavailable(reason: str) -> GateError:
+    """The shared spend store (Redis) cannot be used: paid requests and admin changes wait."""
+    return GateError(
+        503,
+        SPEND_STORE_UNAVAILABLE,
+        f"the spend store cannot be used ({reason}); no paid request is admitted",
+        {"Retry-After": "5"},
+    )

@@ -176,6 +176,19 @@ class Ledger:
         """Wait until no hold is open (every request in flight has written its line)."""
         await self._no_holds.wait()
 
+    # A shared store (gate.redis_store) overrides these three; the JSONL store is
+    # always current, never fails apart from its log, and has nothing to close.
+    @property
+    def store_error(self) -> str | None:
+        """Why the spend store cannot be used now, or None."""
+        return None
+
+    async def refresh(self) -> None:
+        """Bring the in-memory view up to date with the store."""
+
+    async def aclose(self) -> None:
+        """Hand everything still owed to the store over, then let go of it."""
+
     def _forget(self, hold: Hold) -> None:
         self._holds.pop(hold.request_id, None)
         if not self._holds:

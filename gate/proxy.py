@@ -14,9 +14,16 @@ from aiohttp import web
 
 from .context import GATE, Gate
 from .cost import ZERO, estimate_prompt_tokens
-from .errors import BUDGET_EXHAUSTED, OVERLOADED, SPEND_LOG_UNAVAILABLE, GateError
+from .errors import (
+    BUDGET_EXHAUSTED,
+    OVERLOADED,
+    SPEND_LOG_UNAVAILABLE,
+    GateError,
+    store_unavailable,
+)
 from .intake import agent_id_of, chat_request, identify, read_json_object
 from .ledger import HoldDefaults, HoldRequest
+from .redis_store import SpendStoreError
 from .relay import Call, relay_json, relay_stream
 from .router import Refusal
 from .spendlog import SpendLogError
@@ -70,6 +77,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
                 gate.prices.prices,
                 HoldDefaults(cfg.holds.unknown_model_usd_per_token, cfg.holds.default_max_tokens),
             )
+        except SpendStoreError as exc:
+            raise store_unavailable(str(exc)) from None
         except SpendLogError as exc:
             raise _log_unavailable(str(exc)) from None
         if isinstance(outcome, Refusal):

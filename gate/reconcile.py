@@ -8,6 +8,7 @@ import logging
 from .context import Gate
 from .cost import to_decimal
 from .ledger import Hold
+from .redis_store import RedisLedger
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +23,17 @@ async def reconcile_open_holds(gate: Gate) -> int:
     by_generation = sum(results)
     log.info("reconciled %d holds, %d by generation id", len(holds), by_generation)
     return by_generation
+
+
+async def recover_expired_holds(gate: Gate, ledger: RedisLedger) -> None:
+    """A shared store: holds whose instance died (it stopped renewing them) are claimed
+    by one surviving instance and settled here, once, written as recovered lines."""
+    while True:
+        await asyncio.sleep(ledger.store.refresh_seconds)  # a sweep period, not a sync wait
+        holds = await ledger.claim_expired()
+        if holds:
+            log.warning("settling %d holds of an instance that stopped", len(holds))
+            await asyncio.gather(*(_reconcile(gate, hold) for hold in holds))
 
 
 async def _reconcile(gate: Gate, hold: Hold) -> bool:

@@ -1,0 +1,102 @@
+"""`python -m gate store-rebuild`: the shared store's state, rebuilt from the spend logs
+of every instance (or initialised empty for a new deployment).
+
+The logs are merged in time order and replayed exactly as the JSONL store replays its
+own log (request lines summed per agent and period, budget and reset lines in order,
+snapshots of a JSONL store being migrated); holds without a request line are left
+out — an instance still running settles its own, and the settlement counts then.
+Request ids settled within the last `DONE_TTL_SECONDS` are marked done, so a
+settlement an instance still has queued is not counted a second time.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from redis.asyncio import Redis
+
+from . import redis_scripts as lua
+from .config import GateConfig
+from .ledger import Clock, Ledger, iso, utc_now
+from .redis_store import connect, epoch
+from .spendlog import SpendLog, read_records
+
+
+class RebuildRefused(Exception):
+    """The store already holds state and --force was not given."""
+
+
+@dataclass(slots=True)
+class Rebuilt:
+    records: int = 0
+    spent: dict[str, Decimal] = field(default_factory=dict)
+
+
+def _merged(logs: Sequence[Path]) -> Iterator[dict[str, Any]]:
+    return heapq.merge(*(read_records(p) for p in logs), key=lambda r: str(r.get("ts", "")))
+
+
+async def rebuild(
+    cfg: GateConfig,
+    logs: Sequence[Path],
+    *,
+    force: bool = False,
+    clock: Clock = utc_now,
+    client: Redis | None = None,
+) -> Rebuilt:
+    store = cfg.spend_store
+    keys = lua.Keys(store.key_prefix)
+    redis = client if client is not None else connect(store)
+    try:
+        if not force and await redis.exists(keys.marker):
+            raise RebuildRefused(
+                "the spend store already holds gate state; "
+                "--force replaces it (holds of requests in flight are dropped)"
+            )
+        ledger = Ledger(cfg.agents, SpendLog(Path(os.devnull)), clock)  # never started
+        now = clock()
+        recent = iso(now - timedelta(seconds=lua.DONE_TTL_SECONDS))
+        done: list[str] = []
+
+        def watched() -> Iterator[dict[str, Any]]:
+            for record in _merged(logs):
+                rid = record.get("request_id")
+                if record.get("event") == "request" and isinstance(rid, str):
+                    if str(record.get("ts", "")) >= recent:
+                        done.append(rid)
+                yield record
+
+        result = Rebuilt(records=ledger.replay(watched()))
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.delete(keys.holds, keys.expiry)
+            for agent_id in ledger.agent_ids():
+                acct = ledger.account(agent_id)
+                assert acct is not None
+                result.spent[agent_id] = acct.spent
+                pipe.delete(keys.account(agent_id))
+                pipe.hset(
+                    keys.account(agent_id),
+                    mapping={
+                        "budget_total": lua.to_units(acct.budget_total),
+                        "spent": lua.to_units(acct.spent),
+                        "held": 0,
+                        "period_start": epoch(acct.period_start),
+                        "admin": "1" if acct.total_set_by_admin else "0",
+                        "config_total": lua.to_units(acct.policy.budget_total),
+                    },
+                )
+            for rid in done:
+                pipe.set(keys.done(rid), "1", ex=lua.DONE_TTL_SECONDS)
+            pipe.set(keys.marker, iso(now))
+            await pipe.execute()
+        return result
+    finally:
+        if client is None:
+            await redis.aclose()
