@@ -20,7 +20,7 @@ from typing import Any
 
 from .config import AgentPolicy, Tier
 from .cost import ZERO, ModelPrice, to_decimal
-from .periods import period_start
+from .periods import period_end, period_start
 from .router import Admission, Refusal, admit, choose_tier, remaining_fraction
 from .spendlog import SpendLog, SpendLogError
 
@@ -60,6 +60,9 @@ class Account:
     period_start: datetime | None
     held: Decimal = ZERO
     total_set_by_admin: bool = False
+    # (period, start, end) once `period_start` is confirmed current: skips the date
+    # arithmetic on every request until `end`.
+    period_known: tuple[str, datetime, datetime] | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
@@ -400,7 +403,19 @@ class Ledger:
     # -- periods ----------------------------------------------------------------------
 
     def _roll(self, acct: Account, now: datetime, *, record: bool) -> None:
+        known = acct.period_known
+        if (
+            known is not None
+            and known[0] == acct.policy.period
+            and known[1] == acct.period_start
+            and known[1] <= now < known[2]
+        ):
+            return  # the common case, on every request: still in the current period
         start = period_start(acct.policy.period, now)
+        if start is not None and acct.period_start == start:
+            end = period_end(acct.policy.period, now)
+            assert end is not None
+            acct.period_known = (acct.policy.period, start, end)
         if start is None or acct.period_start is None:
             acct.period_start = start
             return
