@@ -22,10 +22,11 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
+	@command -v wrk >/dev/null 2>&1 || apt-get install -y -qq wrk || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(PY) -m bench
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check gate mock_upstream tests scripts
+	$(VENV)/bin/ruff check gate mock_upstream tests scripts bench
 	$(VENV)/bin/mypy
 
 clean:

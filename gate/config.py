@@ -22,146 +22,52 @@ import importlib.util
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from dataclasses import fields as _fields
-from decimal import Decimal, InvalidOperation
-from difflib import get_close_matches
+from decimal import Decimal
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
-from urllib.parse import urlsplit
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
-from .secrets import DEFAULT_COMMAND_TIMEOUT, SecretError, read_secret_file, run_secret_command
+from .config_reader import _FAILED, _Reader
+from .config_types import (
+    BUDGET_SOURCES,
+    PERIODS,
+    AgentPolicy,
+    AlertsConfig,
+    ConfigError,
+    ConsoleConfig,
+    GateConfig,
+    HoldsConfig,
+    LimitsConfig,
+    OpenRouterConfig,
+    PostgresSinkConfig,
+    RetryConfig,
+    SpendStoreConfig,
+    Tier,
+)
 
-PERIODS = ("daily", "weekly", "monthly", "never")
-BUDGET_SOURCES = ("config", "jetpatch")
+__all__ = [
+    "BUDGET_SOURCES",
+    "PERIODS",
+    "AgentPolicy",
+    "AlertsConfig",
+    "ConfigError",
+    "ConsoleConfig",
+    "GateConfig",
+    "HoldsConfig",
+    "LimitsConfig",
+    "OpenRouterConfig",
+    "PostgresSinkConfig",
+    "RetryConfig",
+    "SpendStoreConfig",
+    "Tier",
+    "load_config",
+    "parse_config",
+]
 
-
-class ConfigError(Exception):
-    """Every problem in a config, one line each, each naming its YAML path."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
-
-
-@dataclass(frozen=True, slots=True)
-class Tier:
-    name: str
-    threshold: Decimal
-    models: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class AgentPolicy:
-    agent_id: str
-    budget_total: Decimal
-    budget_spent: Decimal
-    budget_source: str
-    period: str
-    hard_cap: bool
-    tiers: tuple[Tier, ...]  # sorted by threshold, highest first
-    api_key: str | None = field(default=None, repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class OpenRouterConfig:
-    base_url: str  # no trailing slash, e.g. https://openrouter.ai/api/v1
-    api_key: str | None = field(repr=False)  # None: pass the client's Authorization through
-    timeout_seconds: float = 120.0  # idle time allowed between upstream reads
-    connect_timeout_seconds: float = 10.0
-    drain_timeout_seconds: float = 30.0  # reading on after the client left, for the usage
-    prices_refresh_seconds: float = 3600.0
-    key_check_seconds: float = 300.0  # how often GET /key confirms the key is still valid
-    headers: Mapping[str, str] = field(default_factory=dict, repr=False)  # may hold keys
-    credit_floor_usd: Decimal | None = None  # /api/health warns below this credit left
-
-
-@dataclass(frozen=True, slots=True)
-class RetryConfig:
-    max_retries: int = 3
-    backoff_seconds: float = 0.5
-    max_backoff_seconds: float = 8.0
-
-
-@dataclass(frozen=True, slots=True)
-class LimitsConfig:
-    max_body_bytes: int = 10 * 1024 * 1024
-    max_concurrent_upstream: int = 256  # calls in flight upstream; beyond: 503 + Retry-After
-    client_timeout_seconds: float = 30.0  # a body read or one write to a client may stall this long
-
-
-@dataclass(frozen=True, slots=True)
-class HoldsConfig:
-    default_max_tokens: int = 4096
-    unknown_model_usd_per_token: Decimal = Decimal("0.00005")
-
-
-@dataclass(frozen=True, slots=True)
-class ConsoleConfig:
-    enabled: bool = False
-    url: str | None = None
-    sync_interval_seconds: float = 60.0
-    api_key: str | None = field(default=None, repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class AlertsConfig:
-    webhook_url: str | None = field(default=None, repr=False)  # Slack's carries a token
-    format: str = "slack"  # slack | discord: the webhook body's shape
-    spent_fractions: tuple[Decimal, ...] = (Decimal("0.5"), Decimal("0.8"))  # ascending
-    timeout_seconds: float = 5.0  # one webhook POST
-    rate_limit_storm_count: int = 10  # this many upstream 429s ...
-    rate_limit_storm_seconds: float = 60.0  # ... within this many seconds: one alert
-
-
-@dataclass(frozen=True, slots=True)
-class SpendStoreConfig:
-    backend: str = "jsonl"
-    url: str | None = field(default=None, repr=False)  # may hold a password
-    key_prefix: str = "execwall:"  # redis: every key the gate uses starts with it
-    on_store_error: str = "closed"  # redis unreachable: "closed" refuses, "open" admits
-    hold_ttl_seconds: float = 30.0  # a hold not renewed this long is a dead instance's
-    refresh_seconds: float = 1.0  # how often the local view is read back from Redis
-
-
-@dataclass(frozen=True, slots=True)
-class PostgresSinkConfig:
-    """`sinks: [{type: postgres, ...}]`: request lines copied into a Postgres table."""
-
-    dsn: str = field(repr=False)  # may hold a password
-    table: str = "tool_calls"
-    batch_size: int = 500  # request lines per INSERT at most
-    batch_delay_seconds: float = 0.2  # lines gathered this long after a write, per batch
-    retry_max_seconds: float = 30.0  # backoff ceiling while Postgres is away
-    pool_size: int = 2
-    connect_timeout_seconds: float = 10.0
-
-
-@dataclass(frozen=True, slots=True)
-class GateConfig:
-    spend_log: Path
-    openrouter: OpenRouterConfig
-    agents: Mapping[str, AgentPolicy]
-    admin_token: str | None = field(default=None, repr=False)
-    require_agent_keys: bool = False  # every agent must have (and send) an api_key
-    spend_log_fsync: bool = False
-    retry: RetryConfig = field(default_factory=RetryConfig)
-    limits: LimitsConfig = field(default_factory=LimitsConfig)
-    holds: HoldsConfig = field(default_factory=HoldsConfig)
-    console: ConsoleConfig = field(default_factory=ConsoleConfig)
-    alerts: AlertsConfig = field(default_factory=AlertsConfig)
-    spend_store: SpendStoreConfig = field(default_factory=SpendStoreConfig)
-    sinks: tuple[PostgresSinkConfig, ...] = ()
-    source: Path | None = None  # the file it was read from, for /api/reload
-    # YAML path of each secret set -> where it came from ("file ...", "command op", ...)
-    secret_sources: Mapping[str, str] = field(default_factory=dict)
-
-
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}")
 _AGENT_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _TIER_NAME = re.compile(r"[\x21-\x7e]([\x20-\x7e]{0,62}[\x21-\x7e])?")  # header-safe text
 _MODEL_ID = re.compile(r"[^\s,]+")  # ids travel comma-separated in a response header
@@ -208,259 +114,6 @@ _AGENT_KEYS = (
 _TIER_KEYS = ("threshold", "models", "name")
 _ROOT = "cost_routing"
 _OR = OpenRouterConfig(base_url="", api_key=None)  # field defaults
-_ABSENT = object()  # missing, null or empty
-_FAILED = object()  # already reported (an unset ${VAR})
-
-
-class _EnvText(str):
-    """Text produced by `${...}` interpolation; number and bool fields may parse it."""
-
-    __slots__ = ()
-
-
-class _Reader:
-    """Reads typed values out of YAML mappings, collecting problems instead of raising."""
-
-    def __init__(self, env: Mapping[str, str], base_dir: Path = Path()) -> None:
-        self.env = env
-        self.base_dir = base_dir
-        self.problems: list[str] = []
-        self.sources: dict[str, str] = {}  # secret's YAML path -> where it came from
-
-    def fail(self, path: str, message: str) -> None:
-        self.problems.append(f"{path}: {message}")
-
-    def mapping(self, value: object, path: str) -> Mapping[Any, Any] | None:
-        if value is None:
-            return {}
-        if isinstance(value, Mapping):
-            return value
-        self.fail(path, "must be a mapping")
-        return None
-
-    def section(
-        self, m: Mapping[Any, Any], key: str, path: str, known: tuple[str, ...] | None = None
-    ) -> Mapping[Any, Any]:
-        sub = self.mapping(m.get(key), f"{path}.{key}") or {}
-        if known is not None:
-            self.unknown(sub, f"{path}.{key}", known)
-        return sub
-
-    def unknown(self, m: Mapping[Any, Any], path: str, known: tuple[str, ...]) -> None:
-        for key in m:
-            if key not in known:
-                near = get_close_matches(str(key), known, n=1)
-                self.fail(
-                    f"{path}.{key}", "unknown key" + (f" (did you mean {near[0]}?)" if near else "")
-                )
-
-    def interpolate(self, text: str, path: str) -> object:
-        unset: list[str] = []
-
-        def replace(match: re.Match[str]) -> str:
-            name, has_default, default = match.group(1, 2, 3)
-            value = self.env.get(name)
-            if has_default is not None and not value:
-                return str(default)
-            if value is None:
-                unset.append(name)
-                return ""
-            return value
-
-        out, count = _VAR.subn(replace, text)
-        for name in unset:
-            self.fail(path, f"environment variable {name} is not set")
-        return _FAILED if unset else _EnvText(out) if count else out
-
-    def get(self, m: Mapping[Any, Any], key: str, path: str) -> object:
-        value = m.get(key)
-        if isinstance(value, str):
-            value = self.interpolate(value, f"{path}.{key}")
-        return _ABSENT if value is None or value == "" else value
-
-    def text(
-        self, m: Mapping[Any, Any], key: str, path: str, *, required: bool = False
-    ) -> str | None:
-        value = self.get(m, key, path)
-        if value is _ABSENT and required:
-            self.fail(f"{path}.{key}", "is required")
-        if value is _ABSENT or value is _FAILED:
-            return None
-        if not isinstance(value, str):
-            self.fail(f"{path}.{key}", "must be a string")
-            return None
-        return str(value)
-
-    def secret(self, m: Mapping[Any, Any], key: str, path: str) -> str | None:
-        """A secret: text (plain or `${VAR}`), `{file: PATH}` or `{command: [...]}`.
-        Records where it came from in `sources`; the value itself goes nowhere else."""
-        where, raw = f"{path}.{key}", m.get(key)
-        if isinstance(raw, Mapping):
-            return self._secret_form(raw, where)
-        value = self.text(m, key, path)
-        if value is not None:
-            names = sorted({x.group(1) for x in _VAR.finditer(raw)}) if isinstance(raw, str) else []
-            self.sources[where] = (
-                f"environment variable {', '.join(names)}" if names else "plaintext in the config"
-            )
-        return value
-
-    def _secret_form(self, m: Mapping[Any, Any], where: str) -> str | None:
-        self.unknown(m, where, ("file", "command", "timeout_seconds"))
-        if ("file" in m) == ("command" in m):
-            self.fail(where, "give either file: PATH or command: [program, args...]")
-            return None
-        if "file" in m:
-            if "timeout_seconds" in m:
-                self.fail(f"{where}.timeout_seconds", "applies to command only")
-            if (name := self.text(m, "file", where, required=True)) is None:
-                return None
-            path = Path(os.path.normpath(self.base_dir / name))
-            try:
-                value = read_secret_file(path)
-            except SecretError as err:
-                self.fail(f"{where}.file", str(err))
-                return None
-            self.sources[where] = f"file {path}"
-            return value
-        timeout = self.seconds(m, "timeout_seconds", where, DEFAULT_COMMAND_TIMEOUT)
-        if (argv := self._argv(m.get("command"), f"{where}.command")) is None:
-            return None
-        try:
-            value = run_secret_command(argv, timeout, self.env, self.base_dir)
-        except SecretError as err:
-            self.fail(f"{where}.command", str(err))
-            return None
-        self.sources[where] = f"command {Path(argv[0]).name}"
-        return value
-
-    def _argv(self, items: object, path: str) -> list[str] | None:
-        if not isinstance(items, list) or not items:
-            self.fail(path, "must be a non-empty list: [program, args...] (no shell)")
-            return None
-        argv: list[str] = []
-        for i, item in enumerate(items):
-            value = self.interpolate(item, f"{path}[{i}]") if isinstance(item, str) else item
-            if value is _FAILED:
-                return None
-            if not isinstance(value, str) or (i == 0 and not value):
-                self.fail(f"{path}[{i}]", "must be a string")
-                return None
-            argv.append(str(value))
-        return argv
-
-    def url(
-        self,
-        m: Mapping[Any, Any],
-        key: str,
-        path: str,
-        *,
-        required: bool = False,
-        schemes: tuple[str, ...] = ("http", "https"),
-        plain: bool = True,
-    ) -> str | None:
-        """A URL with a host; `plain`: without a query (a base other paths are added to)."""
-        value = self.text(m, key, path, required=required)
-        if value is not None and not _is_url(value, schemes, plain):
-            kind = "an http(s)" if "http" in schemes else f"a {schemes[0]}://"
-            self.fail(f"{path}.{key}", f"must be {kind} URL")
-            return None
-        return value.rstrip("/") if value else None
-
-    def choice(
-        self, m: Mapping[Any, Any], key: str, path: str, options: tuple[str, ...], default: str
-    ) -> str:
-        value = self.text(m, key, path)
-        if value is not None and value not in options:
-            self.fail(f"{path}.{key}", f"must be one of {', '.join(options)}")
-        return value if value in options else default
-
-    def flag(self, m: Mapping[Any, Any], key: str, path: str, default: bool) -> bool:
-        value = self.get(m, key, path)
-        if value is _ABSENT or value is _FAILED:
-            return default
-        if isinstance(value, _EnvText) and value.strip().lower() in ("true", "false"):
-            return value.strip().lower() == "true"
-        if isinstance(value, bool):
-            return value
-        self.fail(f"{path}.{key}", "must be true or false")
-        return default
-
-    def number(
-        self,
-        m: Mapping[Any, Any],
-        key: str,
-        path: str,
-        *,
-        required: bool = False,
-        positive: bool = False,
-        high: Decimal | None = None,
-        whole: bool = False,
-    ) -> Decimal | None:
-        """A number >= 0 (> 0 when `positive`, <= `high`); None when absent or reported."""
-        value, where = self.get(m, key, path), f"{path}.{key}"
-        if value is _ABSENT and required:
-            self.fail(where, "is required")
-        if value is _ABSENT or value is _FAILED:
-            return None
-        number = _as_decimal(value)
-        if number is None or (whole and number != number.to_integral_value()):
-            self.fail(where, "must be a whole number" if whole else "must be a number")
-        elif high is not None and not 0 <= number <= high:
-            self.fail(where, f"must be within 0..{high}")
-        elif positive and number <= 0:
-            self.fail(where, "must be greater than 0")
-        elif number < 0:
-            self.fail(where, "must not be negative")
-        else:
-            return number
-        return None
-
-    def decimal(
-        self, m: Mapping[Any, Any], key: str, path: str, default: Decimal, *, required: bool = False
-    ) -> Decimal:
-        value = self.number(m, key, path, required=required)
-        return default if value is None else value
-
-    def seconds(
-        self, m: Mapping[Any, Any], key: str, path: str, default: float, *, positive: bool = True
-    ) -> float:
-        value = self.number(m, key, path, positive=positive)
-        return default if value is None else float(value)
-
-    def integer(
-        self, m: Mapping[Any, Any], key: str, path: str, default: int, *, positive: bool = False
-    ) -> int:
-        value = self.number(m, key, path, positive=positive, whole=True)
-        return default if value is None else int(value)
-
-
-def _as_decimal(value: object) -> Decimal | None:
-    if isinstance(value, _EnvText):
-        try:
-            number = Decimal(value.strip())
-        except InvalidOperation:
-            return None
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        number = Decimal(str(value))
-    else:
-        return None
-    return number if number.is_finite() else None
-
-
-def _is_url(text: str, schemes: tuple[str, ...], plain: bool) -> bool:
-    try:
-        parts = urlsplit(text)
-        _ = parts.port  # raises on a malformed port
-    except ValueError:
-        return False
-    return (
-        parts.scheme in schemes
-        and bool(parts.hostname)
-        and not parts.fragment
-        and not (plain and parts.query)
-        and not any(c.isspace() for c in text)
-    )
 
 
 def _openrouter(r: _Reader, root: Mapping[Any, Any]) -> OpenRouterConfig:
@@ -749,9 +402,9 @@ def parse_config(
     )
     hm = r.section(root, "holds", _ROOT, ("default_max_tokens", "unknown_model_usd_per_token"))
     am = r.section(root, "alerts", _ROOT)  # may carry keys for other tools: not checked
-    admin_token = _env_secret(
-        r, "GATE_ADMIN_TOKEN", f"{_ROOT}.admin_token", None
-    ) or r.secret(root, "admin_token", _ROOT)
+    admin_token = _env_secret(r, "GATE_ADMIN_TOKEN", f"{_ROOT}.admin_token", None) or r.secret(
+        root, "admin_token", _ROOT
+    )
     config = GateConfig(
         spend_log=Path(
             os.path.normpath(base_dir / (r.text(root, "spend_log", _ROOT) or "spend.jsonl"))

@@ -1,0 +1,106 @@
+"""The bench's world: the gate's config, the request bodies, direct and gate targets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .load import Target
+
+UPSTREAM_KEY = "sk-or-v1-bench-0000000000000000"
+AGENT = "agent-1"
+MODEL = "openai/gpt-5"
+PREMIUM = ["anthropic/claude-sonnet-4.5", "openai/gpt-5", "google/gemini-2.5-pro"]
+MID = ["openai/gpt-5-mini", "anthropic/claude-haiku-4.5", "google/gemini-2.5-flash"]
+ECONOMY = [
+    "meta-llama/llama-3.3-70b-instruct",
+    "deepseek/deepseek-chat-v3.1",
+    "mistralai/mistral-small-3.2-24b-instruct",
+]
+TIERS = [
+    {"name": "premium", "threshold": 0.80, "models": PREMIUM},
+    {"name": "mid", "threshold": 0.30, "models": MID},
+    {"name": "economy", "threshold": 0.0, "models": ECONOMY},
+]
+AGENTS = ("agent-1", "agent-2", "default")
+BUDGET = 1_000_000_000
+MESSAGES = [
+    {"role": "system", "content": "You are a terse assistant for a CI pipeline."},
+    {"role": "user", "content": "Summarise the failing test in one sentence: test_spend_log."},
+]
+MAX_TOKENS = 16  # the mock answers with its default 8 tokens
+MAX_CONCURRENT_UPSTREAM = 4096
+STREAM_MAX_TOKENS = 64  # above any bench stream's chunk count, so no stream is cut short
+
+
+def gate_config(spend_log: Path, mock_url: str) -> dict[str, Any]:
+    """Agents with a huge budget and no hard cap, so nothing is ever refused."""
+    agent = {"budget_total": BUDGET, "period": "monthly", "hard_cap": False, "tiers": TIERS}
+    return {
+        "cost_routing": {
+            "spend_log": str(spend_log),
+            "openrouter": {
+                "base_url": mock_url + "/api/v1",
+                "api_key": UPSTREAM_KEY,
+                "timeout_seconds": 120,
+            },
+            # The shipped limit (256 calls in flight upstream) would refuse most of (d)'s
+            # 2000 open streams with 503: raised so the bench measures holding them.
+            "limits": {"max_concurrent_upstream": MAX_CONCURRENT_UPSTREAM},
+            "agents": {name: agent for name in AGENTS},
+        }
+    }
+
+
+def write_gate_config(path: Path, spend_log: Path, mock_url: str) -> Path:
+    path.write_text(json.dumps(gate_config(spend_log, mock_url), indent=2))  # JSON is YAML
+    return path
+
+
+def _encode(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def gate_target(gate_url: str) -> Target:
+    """A client of the gate: its agent id, a plain chat body."""
+    body = {"model": MODEL, "messages": MESSAGES, "max_tokens": MAX_TOKENS}
+    stream = {
+        "model": MODEL,
+        "messages": MESSAGES,
+        "max_tokens": STREAM_MAX_TOKENS,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    return Target(
+        "gate",
+        gate_url + "/v1/chat/completions",
+        {"X-Agent-ID": AGENT, "Content-Type": "application/json"},
+        _encode(body),
+        _encode(stream),
+    )
+
+
+def direct_target(mock_url: str) -> Target:
+    """The same request straight to the mock, shaped as the gate sends it upstream."""
+    models = [MODEL, *(m for m in PREMIUM if m != MODEL)]
+    body = {
+        "model": MODEL,
+        "messages": MESSAGES,
+        "max_tokens": MAX_TOKENS,
+        "models": models,
+        "usage": {"include": True},
+    }
+    stream = {
+        **body,
+        "max_tokens": STREAM_MAX_TOKENS,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    return Target(
+        "direct",
+        mock_url + "/api/v1/chat/completions",
+        {"Authorization": f"Bearer {UPSTREAM_KEY}", "Content-Type": "application/json"},
+        _encode(body),
+        _encode(stream),
+    )

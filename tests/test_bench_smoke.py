@@ -1,0 +1,169 @@
+"""The bench cannot rot: `python -m bench --smoke` runs every section with tiny numbers,
+and the checks that make a full run fail (a lost or reordered chunk, books that differ
+from the mock's charges) are tested on their own."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestServer
+
+from bench.books import compare, tally
+from bench.load import closed_loop, new_session, open_loop, streams
+from bench.streamcheck import StreamCheck
+from bench.world import direct_target
+from bench.wrk import parse
+from mock_upstream import create_app as create_mock_app
+from mock_upstream import wire
+from mock_upstream.prices import ModelPrice
+from mock_upstream.wire import token_text
+
+ROOT = Path(__file__).resolve().parent.parent
+SMOKE_BUDGET_SECONDS = 15
+
+
+@pytest.mark.timeout(60)
+def test_smoke_run_passes_every_section_quickly(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    elapsed = time.perf_counter() - started
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert elapsed < SMOKE_BUDGET_SECONDS, f"smoke run took {elapsed:.1f}s"
+    results = json.loads(out.read_text())
+    assert results["ok"], results["failures"]
+    assert {row["section"] for row in results["rows"]} >= set("abcdef")
+    assert results["books"] and all(b["ok"] for b in results["books"])
+    for key in (
+        "a.direct.rps",
+        "a.gate.rps",
+        "a.gate.cpu_ms",
+        "b.20.gate.p99",
+        "b.200.direct2.p50",
+        "c.gate.first_p50",
+        "c.direct.total_p99",
+        "d.20.peak_mib",
+        "e.burst",
+        "e.path",
+        "f.2000.first",
+        "f.2000.restart",
+    ):
+        assert results["series"][key]["median"] is not None, key
+    assert "books: Σ cost == mock charges" in done.stdout
+
+
+# -- the stream check -----------------------------------------------------------------
+
+REPLY = wire.Reply(gen_id="gen-1-abc", model="openai/gpt-5", provider="OpenAI", created=1)
+
+
+def sse_stream(order: list[int], done: bool = True) -> bytes:
+    usage = wire.usage(ModelPrice(Decimal("1e-6"), Decimal("1e-5")), 10, len(order), with_cost=True)
+    parts = [wire.COMMENT]
+    parts += [wire.sse(wire.chunk(REPLY, token_text(i))) for i in order]
+    parts.append(wire.sse(wire.chunk(REPLY, "", "stop")))
+    parts.append(wire.sse(wire.usage_chunk(REPLY, usage)))
+    if done:
+        parts.append(wire.DONE)
+    return b"".join(parts)
+
+
+def checked(raw: bytes, chunks: int, step: int = 7) -> list[str]:
+    check = StreamCheck(chunks, want_usage=True)
+    for start in range(0, len(raw), step):  # arbitrary cuts, as TCP delivers them
+        check.feed(raw[start : start + step], float(start))
+    return check.problems()
+
+
+def test_a_whole_stream_passes() -> None:
+    assert checked(sse_stream(list(range(20))), 20) == []
+
+
+@pytest.mark.parametrize(
+    ("order", "expected"),
+    [
+        ([0, 1, 2, 4, 5], "content chunks, expected 6"),  # one lost
+        ([0, 2, 1, 3, 4, 5], "reordered"),
+        ([0, 1, 2, 3, 4, 5, 5], "content chunks, expected 6"),  # one twice
+    ],
+)
+def test_a_lost_or_reordered_chunk_is_caught(order: list[int], expected: str) -> None:
+    problems = checked(sse_stream(order), 6)
+    assert any(expected in p for p in problems), problems
+
+
+def test_a_stream_without_done_is_caught() -> None:
+    assert "no data: [DONE]" in checked(sse_stream(list(range(6)), done=False), 6)
+
+
+# -- the books ------------------------------------------------------------------------
+
+
+def lines(*records: dict[str, object]) -> list[bytes]:
+    return [json.dumps(r).encode() for r in records]
+
+
+def test_books_match_exactly_as_decimals() -> None:
+    log = lines(
+        {"event": "hold", "request_id": "r1", "held": 0.5},
+        {"event": "hold", "request_id": "r2", "held": 0.5},
+        {"event": "request", "request_id": "r1", "cost": 0.1, "status": 200},
+        {"event": "request", "request_id": "r2", "cost": 0.2, "status": 200},
+        {"event": "request", "request_id": "r3", "cost": 0, "status": 403},  # refused
+    )
+    stats = {"total_charged_str": "0.3", "chat_requests": 2}
+    assert compare(tally(log), stats).ok  # 0.1 + 0.2 == 0.3 as Decimals, not floats
+
+
+def test_books_that_differ_or_hold_open_fail() -> None:
+    log = lines(
+        {"event": "hold", "request_id": "r1", "held": 0.5},
+        {"event": "hold", "request_id": "r2", "held": 0.5},
+        {"event": "request", "request_id": "r1", "cost": 0.1, "status": 200},
+    )
+    result = compare(tally(log), {"total_charged_str": "0.10000001", "chat_requests": 2})
+    assert not result.ok
+    assert "!=" in result.detail
+    assert "1 holds never settled" in result.detail
+
+
+# -- the Python load generator and wrk's summary ----------------------------------------
+
+
+async def test_python_load_generator_paths(
+    aiohttp_server: Callable[..., Awaitable[TestServer]], tmp_path: Path
+) -> None:
+    server = await aiohttp_server(create_mock_app(request_log=tmp_path / "requests.log"))
+    target = direct_target(str(server.make_url("")).rstrip("/"))
+    async with new_session() as session:
+        closed = await closed_loop(session, target, 4, 0.2)
+        assert closed.requests > 0 and closed.failures == 0
+        opened = await open_loop(session, target, 100, 0.1)
+        assert len(opened.latencies) == 10 and opened.failures == 0
+        results = await streams(session, target, 3, 8, True)  # the mock's default: 8 chunks
+        assert [r.problems for r in results] == [[], [], []]
+
+
+def test_wrk_summary_is_parsed() -> None:
+    out = (
+        "Running 1s test @ http://127.0.0.1:1/\n"
+        "WRK_SUMMARY requests=1234 duration_us=1000000 connect=0 read=1 write=0 status=2"
+        " timeout=0 p50_us=1500 p99_us=9000\n"
+    )
+    result = parse(out, 0.25)
+    assert (result.requests, result.seconds, result.errors) == (1234, 1.0, 3)
+    assert (result.p50_ms, result.p99_ms, result.client_cpu_seconds) == (1.5, 9.0, 0.25)
