@@ -15,12 +15,13 @@ from pathlib import Path
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from . import redis_rebuild, report, sinks
+from . import compact, redis_rebuild, report, sinks
 from .app import create_app
 from .config import ConfigError, GateConfig, load_config
 from .context import GATE, secrets_of
 from .redis_store import SpendStoreStartError, redacted
 from .scrub import RedactingFilter, scrub
+from .spendlog import SpendLogBusy
 
 log = logging.getLogger("gate")
 
@@ -220,7 +221,38 @@ def store_rebuild_main(argv: Sequence[str], env: Mapping[str, str]) -> int:
     return 0
 
 
+def compact_main(argv: Sequence[str], env: Mapping[str, str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m gate compact",
+        description="Move the spend log's lines before its last snapshot to an archive "
+        "beside it (run while the gate is stopped).",
+    )
+    parser.add_argument("--log", type=Path, help="the spend log (default: the config's)")
+    parser.add_argument(
+        "--config", type=Path, default=Path(env.get("CONFIG_PATH", "configs/policy.yaml"))
+    )
+    args = parser.parse_args(argv)
+    path = args.log
+    if path is None:
+        try:
+            path = load_config(args.config, env).spend_log
+        except ConfigError as err:
+            for problem in err.problems:
+                print(f"gate compact: {problem}", file=sys.stderr)
+            return 2
+    try:
+        done = compact.compact(path)
+    except (compact.CompactError, SpendLogBusy) as err:
+        print(f"gate compact: {err}", file=sys.stderr)
+        return 1
+    print(f"archived {done.archived_bytes} bytes to {done.archive}")
+    print(f"kept {done.kept_bytes} bytes in {path} (from its last snapshot)")
+    print(f"whole history: python -m gate report --log {done.archive} --log {path}")
+    return 0
+
+
 SUBCOMMANDS = {
+    "compact": compact_main,
     "report": report_main,
     "check-config": check_config_main,
     "sink-backfill": sink_backfill_main,
@@ -252,7 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for handler in logging.getLogger().handlers:
             handler.addFilter(redact)
         asyncio.run(serve(app, args.host, args.port, cfg.limits.client_timeout_seconds))
-    except SpendStoreStartError as err:
+    except (SpendStoreStartError, SpendLogBusy) as err:
         print(f"gate: {err}", file=sys.stderr)
         return 1
     except OSError as exc:

@@ -14,6 +14,7 @@ from aiohttp import web
 from .admin import check_admin, create_admin_app
 from .config import GateConfig
 from .context import GATE, Gate
+from .dashboard import add_dashboard
 from .errors import SERVER_ERROR, GateError, error_response, gate_error_response, type_for_status
 from .keystatus import KeyStatus, watch_key
 from .ledger import Clock, Ledger, utc_now
@@ -107,6 +108,8 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
                 for task in tasks:
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
+                if ledger.lines_since_snapshot:
+                    ledger.write_snapshot()  # a graceful stop: the next start replays nothing
     finally:
         await spend_log.close()
 
@@ -142,5 +145,7 @@ def create_app(
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/openapi.json", openapi)
-    app.add_subapp("/api", create_admin_app(dict(env or {})))
+    admin = create_admin_app(dict(env or {}))
+    add_dashboard(app, admin, clock)  # GET / and /api/dashboard
+    app.add_subapp("/api", admin)
     return app

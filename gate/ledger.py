@@ -31,6 +31,9 @@ Clock = Callable[[], datetime]
 # "period", "policy", or "refused" (a request refused by the budget). Synchronous and
 # cheap; an observer reads what it needs itself. See `Ledger.observers`.
 Observer = Callable[[str, str], None]
+# Told each request line as it is written, and whether the request was refused before
+# going upstream (`record_refusal`) rather than settled. Synchronous and cheap, too.
+LineObserver = Callable[[Mapping[str, Any], bool], None]
 SNAPSHOT_EVERY = 10_000  # lines between snapshots: start-up replays at most about this many
 
 
@@ -109,6 +112,7 @@ class Ledger:
         self._no_holds.set()
         self._since_snapshot = 0
         self.observers: list[Observer] = []
+        self.line_observers: list[LineObserver] = []
 
     def _notify(self, agent_id: str, change: str) -> None:
         for observer in self.observers:
@@ -127,6 +131,10 @@ class Ledger:
         if self._since_snapshot >= SNAPSHOT_EVERY:
             self.write_snapshot()
         return written
+
+    @property
+    def lines_since_snapshot(self) -> int:
+        return self._since_snapshot
 
     def write_snapshot(self) -> None:
         """Append the whole state as one line; replay starts from the last one."""
@@ -323,6 +331,7 @@ class Ledger:
             budget_remaining=remaining,
         )
         self._append(line)
+        self._tell_line(line, refused=False)
         if acct is not None:
             self._notify(hold.agent_id, "settle")
         return remaining
@@ -331,6 +340,14 @@ class Ledger:
         """A request that never went upstream: a line with cost 0, no state change."""
         line.update(ts=iso(self._clock()), event="request", cost=ZERO, cost_source="none")
         self._append(line)
+        self._tell_line(line, refused=True)
+
+    def _tell_line(self, line: Mapping[str, Any], *, refused: bool) -> None:
+        for observer in self.line_observers:
+            try:
+                observer(line, refused)
+            except Exception:  # an observer's bug never breaks the books
+                log.exception("ledger line observer failed")
 
     def projected_remaining(self, hold: Hold, cost: Decimal) -> Decimal | None:
         acct = self._accounts.get(hold.agent_id)

@@ -18,6 +18,7 @@ glued onto the next one — the next write starts on a fresh line.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import logging
 import os
@@ -41,6 +42,32 @@ READ_CHUNK = 1 << 20
 
 class SpendLogError(Exception):
     """A durable line could not be written."""
+
+
+class SpendLogBusy(Exception):
+    """Another process holds the spend log's lock: two writers would fork the books."""
+
+
+def lock_log(path: Path) -> int | None:
+    """Take the log's lock (a `<log>.lock` file beside it, so it survives the log being
+    moved); returns its descriptor, to be closed to release it. Raises SpendLogBusy when
+    another gate (or `python -m gate compact`) holds it; None when no lock file can be
+    made (a read-only folder: writing the log will fail and say so anyway)."""
+    lock_path = path.with_name(path.name + ".lock")
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        log.warning("spend log: no lock file %s: %s", lock_path.name, exc.strerror or exc)
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise SpendLogBusy(
+            f"another process is writing {path} (it holds {lock_path.name}); "
+            "two writers would fork the books"
+        ) from None
+    return fd
 
 
 def encode_line(record: dict[str, Any]) -> bytes:
@@ -70,6 +97,7 @@ class SpendLog:
         self._idle.set()
         self._fresh_line_needed = False
         self._writing = False
+        self._lock_fd: int | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
 
@@ -77,6 +105,7 @@ class SpendLog:
 
     async def start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = lock_log(self.path)
         try:
             await self._open()
         except OSError as exc:
@@ -95,6 +124,9 @@ class SpendLog:
                     "spend log: %d lines could not be written at shutdown", len(self._pending)
                 )
         await self._close_file()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the lock
+            self._lock_fd = None
 
     async def flush(self) -> None:
         """Wait until everything appended so far has been written, or writing fails."""
