@@ -82,6 +82,16 @@ UPSTREAM_CREDITS = "upstream_credits_exhausted"
 SERVER_ERROR = "server_error"
 
 
+def log_unavailable(reason: str) -> GateError:
+    """The spend log cannot be written: no paid request goes upstream unrecorded."""
+    return GateError(
+        503,
+        SPEND_LOG_UNAVAILABLE,
+        f"the spend log cannot be written ({reason}); no paid request is admitted",
+        {"Retry-After": "5"},
+    )
+
+
 def store_unavailable(reason: str) -> GateError:
     """The shared spend store (Redis) cannot be used: paid requests and admin changes wait."""
     return GateError(

@@ -266,20 +266,31 @@ class Ledger:
                 return decision
             hold = Hold(request_id, agent_id, decision.hold)
             acct.held += hold.amount
-            self._holds[request_id] = hold
-            self._no_holds.clear()
-            written = self._append(
-                {
-                    "ts": iso(now),
-                    "event": "hold",
-                    "request_id": request_id,
-                    "agent_id": agent_id,
-                    "held": hold.amount,
-                    "tier": decision.tier.name,
-                },
-                durable=True,
-            )
+            written = self._record_hold(hold, decision.tier.name, now)
+        await self._hold_on_disk(hold, written)
+        return decision, hold
+
+    def _record_hold(self, hold: Hold, tier: str, now: datetime) -> asyncio.Future[None]:
+        """Open the hold and append its line (durable). Runs under the agent's lock."""
+        self._holds[hold.request_id] = hold
+        self._no_holds.clear()
+        written = self._append(
+            {
+                "ts": iso(now),
+                "event": "hold",
+                "request_id": hold.request_id,
+                "agent_id": hold.agent_id,
+                "held": hold.amount,
+                "tier": tier,
+            },
+            durable=True,
+        )
         assert written is not None
+        return written
+
+    async def _hold_on_disk(self, hold: Hold, written: asyncio.Future[None]) -> None:
+        """Wait (outside the lock) until the hold's line is on disk; undo the hold if it
+        never will be."""
         try:
             await written
         except SpendLogError:
@@ -289,7 +300,6 @@ class Ledger:
             # The hold line may still reach the file: settle it, so no restart charges it.
             self.settle(hold, ZERO, {"status": 499, "cost_source": "none"})
             raise
-        return decision, hold
 
     def name_generation(self, hold: Hold, generation_id: str) -> None:
         """Record the generation id as soon as upstream names it (for crash recovery)."""

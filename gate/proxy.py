@@ -17,8 +17,8 @@ from .cost import ZERO, estimate_prompt_tokens
 from .errors import (
     BUDGET_EXHAUSTED,
     OVERLOADED,
-    SPEND_LOG_UNAVAILABLE,
     GateError,
+    log_unavailable,
     store_unavailable,
 )
 from .intake import agent_id_of, chat_request, identify, read_json_object
@@ -64,7 +64,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         chat = chat_request(body, size)
         spend_log = gate.ledger.spend_log
         if spend_log.error is not None:
-            raise _log_unavailable(spend_log.error)
+            raise log_unavailable(spend_log.error)
         if gate.in_flight >= cfg.limits.max_concurrent_upstream:
             raise GateError(
                 503, OVERLOADED, "too many requests in flight; retry shortly", {"Retry-After": "1"}
@@ -80,7 +80,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         except SpendStoreError as exc:
             raise store_unavailable(str(exc)) from None
         except SpendLogError as exc:
-            raise _log_unavailable(str(exc)) from None
+            raise log_unavailable(str(exc)) from None
         if isinstance(outcome, Refusal):
             if outcome.tier is not None:
                 line["tier"] = outcome.tier.name
@@ -92,15 +92,6 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     admission, hold = outcome
     call = Call(gate, request, chat, caller, admission, hold, line, started)
     return await gate.shielded(relay_stream(call) if chat.stream else relay_json(call))
-
-
-def _log_unavailable(reason: str) -> GateError:
-    return GateError(
-        503,
-        SPEND_LOG_UNAVAILABLE,
-        f"the spend log cannot be written ({reason}); no paid request is admitted",
-        {"Retry-After": "5"},
-    )
 
 
 def _refused(gate: Gate, line: dict[str, Any], status: int, started: float) -> None:

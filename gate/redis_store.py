@@ -337,28 +337,8 @@ class RedisLedger(Ledger):
                 self._notify(agent_id, "refused")
                 return outcome
             decision, hold = outcome
-            self._holds[request_id] = hold
-            self._no_holds.clear()
-            written = self._append(
-                {
-                    "ts": iso(self._clock()),
-                    "event": "hold",
-                    "request_id": request_id,
-                    "agent_id": agent_id,
-                    "held": hold.amount,
-                    "tier": decision.tier.name,
-                },
-                durable=True,
-            )
-        assert written is not None
-        try:
-            await written
-        except SpendLogError:
-            self._release(hold)
-            raise
-        except asyncio.CancelledError:
-            self.settle(hold, ZERO, {"status": 499, "cost_source": "none"})
-            raise
+            written = self._record_hold(hold, decision.tier.name, self._clock())
+        await self._hold_on_disk(hold, written)
         return decision, hold
 
     async def _reserve_shared(
