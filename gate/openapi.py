@@ -263,6 +263,35 @@ SCHEMAS: dict[str, Any] = {
             "alerts": {"type": "array", "items": {"type": "object"}},
         },
     },
+    "DayCounts": {
+        "type": "object",
+        "required": [
+            "spent_today",
+            "requests_today",
+            "refused_today",
+            "refused_by_budget_today",
+        ],
+        "properties": {
+            "spent_today": {"type": "number"},
+            "requests_today": {"type": "integer"},
+            "refused_today": {"type": "integer"},
+            "refused_by_budget_today": {"type": "integer"},
+        },
+    },
+    "Dashboard": {
+        "type": "object",
+        "description": "Each agent's spend and refusals today (UTC), counted in memory "
+        "since `since`: midnight, or the gate's start when that was later.",
+        "required": ["day", "since", "whole_day", "agents", "unknown_agents"],
+        "properties": {
+            "day": {"type": "string"},
+            "since": {"type": "string"},
+            "whole_day": {"type": "boolean"},
+            "refresh_seconds": {"type": "number"},
+            "agents": {"type": "object", "additionalProperties": _ref("DayCounts")},
+            "unknown_agents": _ref("DayCounts"),
+        },
+    },
     "UpstreamKey": {
         "type": "object",
         "description": "OpenRouter's view of the gate's key (GET /key: limit, usage, "
@@ -379,6 +408,7 @@ def document() -> dict[str, Any]:
             "/api/spend": _admin_get("Every agent's spend", "SpendAll"),
             "/api/prices": _admin_get("The price table holds and costs use", "Prices"),
             "/api/alerts": _admin_get("The most recent alerts, newest first", "Alerts"),
+            "/api/dashboard": _admin_get("Each agent's spend and refusals today", "Dashboard"),
             "/api/upstream": _admin_get(
                 "The upstream key's limit, usage and credit", "UpstreamKey"
             ),
@@ -411,6 +441,20 @@ def document() -> dict[str, Any]:
                             "content": {"text/plain": {"schema": {"type": "string"}}},
                         },
                         **_errors(401),
+                    },
+                }
+            },
+            "/": {
+                "get": {
+                    "summary": "The dashboard page",
+                    "description": "A static page without data: its script reads the admin "
+                    "API with the admin token the user gives it.",
+                    "security": [],
+                    "responses": {
+                        "200": {
+                            "description": "HTML",
+                            "content": {"text/html": {"schema": {"type": "string"}}},
+                        },
                     },
                 }
             },

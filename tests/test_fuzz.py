@@ -30,7 +30,7 @@ from schemathesis.core.transport import Response
 from .support import agent, raw_config, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
-CASES_PER_OPERATION = 24  # x 13 operations x 2 modes: a few hundred requests in all
+CASES_PER_OPERATION = 24  # x 15 operations x 2 modes: a few hundred requests in all
 ADMIN_TOKEN = "adm-" + secrets.token_hex(16)
 UPSTREAM_KEY = "sk-or-v1-" + secrets.token_hex(32)
 AGENT_KEY = "agent-key-" + secrets.token_hex(16)
