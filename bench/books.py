@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -90,6 +90,26 @@ class SpendCursor:
         return data[: end + 1].split(b"\n") if end >= 0 else []
 
 
+class LogReader(Protocol):
+    def mark(self) -> None: ...
+
+    def lines(self) -> list[bytes]: ...
+
+
+class SpendCursors:
+    """Several instances' spend logs read as one, each from its own mark."""
+
+    def __init__(self, *cursors: SpendCursor) -> None:
+        self.cursors = cursors
+
+    def mark(self) -> None:
+        for cursor in self.cursors:
+            cursor.mark()
+
+    def lines(self) -> list[bytes]:
+        return [line for cursor in self.cursors for line in cursor.lines()]
+
+
 @dataclass(slots=True)
 class BooksResult:
     ok: bool
@@ -133,7 +153,7 @@ def compare(found: Tally, mock_stats: dict[str, Any]) -> BooksResult:
     )
 
 
-async def check_books(cursor: SpendCursor, mock: Mock, patience: float = 10.0) -> BooksResult:
+async def check_books(cursor: LogReader, mock: Mock, patience: float = 10.0) -> BooksResult:
     """Wait until the gate has settled every hold it wrote since the mark (and the line
     count matches the mock's), then compare the money."""
     loop = asyncio.get_running_loop()

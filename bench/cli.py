@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .procs import ROOT, StartError
-from .report import Row, build_rows, render
+from .report import Row, build_rows, redis_rows, render
 from .runner import SECTIONS, Bench, wrk_available
 from .settings import FULL, SMOKE, Settings
 from .stats import Summary
@@ -115,6 +115,8 @@ def rows_of(bench: Bench) -> list[Row]:
         target="none lost",
         ok=not lost,
     )
+    redis = bench.meta.get("redis")
+    extra = redis_rows(bench.series, redis, s.connections) if redis and "r" in bench.only else []
     rows = build_rows(
         bench.series,
         [rate for rate, _ in s.rates],
@@ -126,8 +128,10 @@ def rows_of(bench: Bench) -> list[Row]:
         bool(bench.meta.get("spend_log_fsync_shipped")),
         s.connections,
         s.restart_tail,
+        extra,
     )
-    return [r for r in rows if r.section in bench.only or (r.section == "" and bench.books)]
+    # ("" is in every string: the books row shows only when some run was booked)
+    return [r for r in rows if r.section in bench.only if r.section or bench.books]
 
 
 def heading(bench: Bench) -> str:
@@ -142,16 +146,40 @@ def heading(bench: Bench) -> str:
 
 def footnotes(bench: Bench) -> str:
     s = bench.s
+    by_section = [
+        (
+            "a",
+            f"(a) {s.connections} keep-alive connections, closed loop, {s.throughput_seconds:g}"
+            " s a run; CPU = gate utime+stime over the run ÷ requests served.",
+        ),
+        ("b", "(b) open loop: requests sent on a fixed schedule, latency from the scheduled time."),
+        (
+            "c",
+            f"(c) {s.streams} streams at once, {s.stream_chunks} chunks"
+            f" {s.chunk_delay * 1000:g} ms apart, {s.stream_waves} wave(s) a run;"
+            " first chunk = first content chunk.",
+        ),
+        ("d", "(d) a fresh gate each time; peak = VmHWM; KiB/stream = (peak − idle) ÷ streams."),
+        ("e", "(e) gate.spendlog.SpendLog in-process."),
+        ("f", "(f) from spawn to the 'listening' line."),
+    ]
+    if "skipped" not in bench.meta.get("redis", {"skipped": 1}):
+        by_section.append(
+            (
+                "r",
+                "(r) direct column: the gate of (a)–(c), on the JSONL store; gate column: the"
+                " Redis store (one gate, or two sharing one redis-server, the connections split"
+                " between them); overhead: Redis against JSONL, same repeat; no noise floor of"
+                f" its own. {s.connections} connections, {s.throughput_seconds:g} s a run; CPU ="
+                " gate utime+stime ÷ requests served, summed over the gates. Budget edge: one"
+                " small hard-capped agent's requests sent all at once, alternately to each"
+                " gate; spent as Redis has it; peak = spent + held replayed from both logs.",
+            )
+        )
     notes = [
         "overhead: gate − direct in the same repeat (throughput: gate ÷ direct);"
         " noise floor: a second direct run against the first.",
-        f"(a) {s.connections} keep-alive connections, closed loop, {s.throughput_seconds:g} s"
-        " a run; CPU = gate utime+stime over the run ÷ requests served.",
-        "(b) open loop: requests sent on a fixed schedule, latency from the scheduled time.",
-        f"(c) {s.streams} streams at once, {s.stream_chunks} chunks {s.chunk_delay * 1000:g} ms"
-        f" apart, {s.stream_waves} wave(s) a run; first chunk = first content chunk.",
-        "(d) a fresh gate each time; peak = VmHWM; KiB/stream = (peak − idle) ÷ streams.",
-        "(e) gate.spendlog.SpendLog in-process; (f) from spawn to the 'listening' line.",
+        *(note for section, note in by_section if section in bench.only),
     ]
     client = [
         max(values)

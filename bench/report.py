@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
 
 from .stats import Summary, paired
 
@@ -82,19 +84,24 @@ class Builder:
         how: str = "diff",
         target: str = "",
         check: Callable[[Summary, Summary], bool] | None = None,
+        roles: tuple[str, str, str | None] = ("direct", "gate", "direct2"),
     ) -> None:
-        """A metric measured on direct, gate and direct2: `{prefix}.{role}.{suffix}`."""
-        direct = self.get(f"{prefix}.direct.{suffix}")
-        gate = self.get(f"{prefix}.gate.{suffix}")
-        again = self.get(f"{prefix}.direct2.{suffix}")
-        n = min(len(direct), len(gate), len(again))
+        """A metric measured on direct, gate and direct2: `{prefix}.{role}.{suffix}`.
+        Other roles stand in for them with `roles`; no third role: no noise floor."""
+        direct = self.get(f"{prefix}.{roles[0]}.{suffix}")
+        gate = self.get(f"{prefix}.{roles[1]}.{suffix}")
+        again = self.get(f"{prefix}.{roles[2]}.{suffix}") if roles[2] else ()
+        n = min(len(direct), len(gate))
         over = Summary.of(paired(direct[:n], gate[:n], how))
-        noise = Summary.of(paired(direct[:n], again[:n], how))
+        m = min(n, len(again))
+        noise = Summary.of(paired(direct[:m], again[:m], how))
         gate_s = Summary.of(gate)
         if how == "diff":
             o, z = cell(over, digits, True), cell(noise, digits, True)
         else:
             o, z = cell(over, 0, suffix=" %"), cell(noise, 0, suffix=" %")
+        if roles[2] is None:
+            z = ""
         self.rows.append(
             Row(
                 section,
@@ -145,6 +152,7 @@ def build_rows(
     fsync: bool,
     connections: int,
     restart_tail: int,
+    extra: Sequence[Row] = (),
 ) -> list[Row]:
     b = Builder(series)
     b.compared(
@@ -236,7 +244,108 @@ def build_rows(
             if index and not math.isnan(base_first.median) and not math.isnan(s.median):
                 delta = f"{s.median - base_first.median:+.2f} s vs {base_label}"
             b.single("f", f"{name}, {label} (s)", f"f.{size}.{phase}", 2, target, check, delta)
+    b.rows.extend(extra)
     b.rows.append(books)
+    return b.rows
+
+
+def redis_rows(series: Series, info: Mapping[str, Any], connections: int) -> list[Row]:
+    """(r): the "direct" column is one gate on the JSONL store, the "gate" column the
+    Redis store (one gate, or two sharing it); overhead is Redis against JSONL."""
+    if "skipped" in info:
+        return [Row("r", str(info["skipped"]).removeprefix("(r) "), target="", ok=None)]
+    b = Builder(series)
+    roles: tuple[str, str, None] = ("jsonl", "redis", None)
+    both: tuple[str, str, None] = ("jsonl", "redis2", None)
+    half = max(1, connections // 2)
+    b.compared(
+        "r",
+        f"1 gate, jsonl | redis: {connections} conns (req/s)",
+        "r",
+        "rps",
+        0,
+        how="ratio",
+        roles=roles,
+    )
+    b.compared("r", "1 gate: gate CPU per request (ms)", "r", "cpu_ms", 3, roles=roles)
+    b.compared("r", "1 gate: gate CPU use (% of a core)", "r", "gate_cpu_pct", 0, roles=roles)
+    b.single("r", "1 gate: redis-server CPU per request (ms)", "r.redis.redis_cpu_ms", 3)
+    b.compared(
+        "r",
+        f"2 gates sharing Redis, 2×{half} conns (req/s)",
+        "r",
+        "rps",
+        0,
+        how="ratio",
+        roles=both,
+    )
+    one, two = b.get("r.redis.rps"), b.get("r.redis2.rps")
+    n = min(len(one), len(two))
+    scale = Summary.of(paired(one[:n], two[:n], "ratio"))
+    b.rows.append(
+        Row("r", "2 gates ÷ 1 gate, both on Redis (req/s)", "—", cell(scale, 0, suffix=" %"))
+    )
+    b.compared("r", "2 gates: CPU per request, both gates (ms)", "r", "cpu_ms", 3, roles=both)
+    b.single("r", "2 gates: redis-server CPU per request (ms)", "r.redis2.redis_cpu_ms", 3)
+    b.single("r", "2 gates: redis-server CPU use (% of a core)", "r.redis2.redis_cpu_pct", 0)
+    edge = list(info.get("edge", ()))
+    if edge:
+        admitted, refused = b.summary("r.edge.admitted"), b.summary("r.edge.refused")
+        requests = info.get("edge_requests", "")
+        b.rows.append(
+            Row(
+                "r",
+                f"budget edge, 2 gates, {requests} at once: admitted / refused",
+                "—",
+                f"{cell(admitted, 0)} / {cell(refused, 0)}",
+            )
+        )
+        worst = max(edge, key=lambda run: Decimal(run["overshoot"]))
+        largest = max(Decimal(run["largest_hold"]) for run in edge)
+        within = all(run["within_one_hold"] for run in edge)
+        b.rows.append(
+            Row(
+                "r",
+                f"budget edge: spent − budget of {info.get('edge_budget')} (USD)",
+                "—",
+                f"{Decimal(worst['overshoot']):+f}" + (" (worst)" if len(edge) > 1 else ""),
+                f"largest hold {largest:f}",
+                target="≤ 0, ≤ 1 hold",
+                ok=within,
+            )
+        )
+        peak = max(edge, key=lambda run: Decimal(run["peak_committed"]))
+        budget = Decimal(str(info.get("edge_budget")))
+        b.rows.append(
+            Row(
+                "r",
+                "budget edge: peak spent + held, both gates (USD)",
+                "—",
+                f"{Decimal(peak['peak_committed']):f}" + (" (worst)" if len(edge) > 1 else ""),
+                f"{100 * Decimal(peak['peak_committed']) / budget:.0f} % of budget",
+                target="≤ budget + 1 hold",
+                ok=all(
+                    Decimal(run["peak_committed"]) <= budget + Decimal(run["largest_hold"])
+                    for run in edge
+                ),
+            )
+        )
+    books = list(info.get("books", ()))
+    if books:
+        ok = all(entry["ok"] for entry in books)
+        requests = sum(int(entry["requests"]) for entry in books)
+        logs = sum(1 for entry in books if not str(entry["run"]).endswith(": redis"))
+        b.rows.append(
+            Row(
+                "r",
+                "books: Σ logs == mock == Redis spent",
+                "",
+                "exact" if ok else "DIFFER",
+                f"{logs} runs, {requests} req",
+                target="exact",
+                ok=ok,
+            )
+        )
     return b.rows
 
 

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import aiohttp
 
 from . import spend
-from .books import BooksResult, Mock, SpendCursor, check_books
+from .books import BooksResult, LogReader, Mock, SpendCursor, check_books
 from .load import (
     StreamResult,
     Target,
@@ -34,6 +34,7 @@ from .load import (
 )
 from .procs import Foreign, Proc, raise_fd_limit, start_gate, start_mock
 from .settings import Settings
+from .shared_store import SharedStore, start_shared_store
 from .startup import write_spend_log
 from .stats import percentile
 from .world import direct_target, gate_target, write_gate_config
@@ -43,7 +44,7 @@ log = logging.getLogger("bench")
 
 T = TypeVar("T")
 ROLES = ("direct", "gate", "direct2")
-SECTIONS = "abcdef"
+SECTIONS = "abcdefr"
 # requests, seconds, errors, load generator CPU s, gate CPU s, mock CPU s
 Measured = tuple[int, float, int, float, float, float]
 
@@ -80,7 +81,7 @@ class Bench:
             async with new_session() as session:
                 self.session = session
                 self.mock = Mock(session, mock.url)
-                if set(self.only) & set("abc"):
+                if set(self.only) & set("abcr"):
                     await self.main_gate(mock.url)
                 await self.timed("d", self.held_open(mock.url))
             await self.timed("e", self.spend_log())
@@ -90,20 +91,42 @@ class Bench:
         self.meta["wall_seconds"] = round(time.perf_counter() - started, 1)
 
     async def main_gate(self, mock_url: str) -> None:
-        """(a), (b) and (c) against one gate."""
+        """(a), (b) and (c) against one gate; (r) compares the same gate (JSONL store)
+        with two on a shared Redis, started beside it."""
         spend_log = self.dir / "spend.jsonl"
         config = write_gate_config(self.dir / "gate.json", spend_log, mock_url)
-        gate = await start_gate(config, self.dir)
+        pending: asyncio.Future[SharedStore | None] | None = None
+        if "r" in self.only:
+            pending = asyncio.ensure_future(start_shared_store(self, mock_url))
+        try:
+            gate = await start_gate(config, self.dir)
+        except BaseException:
+            await self._stop_shared(pending)
+            raise
         self.gate = gate
         try:
+            if pending is not None and not self.s.smoke:
+                await pending  # nothing else starts while (a)–(c) measure
             direct, via = direct_target(mock_url), gate_target(gate.url)
             cursor = SpendCursor(spend_log)
             await self.timed("a", self.throughput(gate, cursor, direct, via))
             await self.timed("b", self.latency(cursor, direct, via))
             await self.timed("c", self.concurrent_streams(cursor, direct, via))
+            shared = None if pending is None else await pending
+            if shared is not None:
+                await self.timed("r", shared.run(gate, cursor))
         finally:
+            await self._stop_shared(pending)
             if await gate.stop() != 0:
                 self.failures.append(f"gate exited badly:\n{gate.errors()}")
+
+    async def _stop_shared(self, pending: asyncio.Future[SharedStore | None] | None) -> None:
+        """Stop (r)'s redis-server and gates, however far their start got."""
+        if pending is None:
+            return
+        started = (await asyncio.gather(pending, return_exceptions=True))[0]
+        if isinstance(started, SharedStore):
+            await started.stop()
 
     async def timed(self, section: str, work: Coroutine[Any, Any, None]) -> None:
         if section not in self.only:
@@ -136,7 +159,7 @@ class Bench:
         return await work()
 
     async def gate_run(
-        self, cursor: SpendCursor, label: str, work: Callable[[], Awaitable[T]]
+        self, cursor: LogReader, label: str, work: Callable[[], Awaitable[T]]
     ) -> T:
         await self._fresh_mock()
         cursor.mark()
@@ -174,15 +197,24 @@ class Bench:
 
     # -- (a) throughput and CPU -------------------------------------------------------
 
-    async def _closed(self, target: Target, seconds: float) -> tuple[int, float, int, float]:
+    async def _closed(
+        self,
+        target: Target,
+        seconds: float,
+        connections: int | None = None,
+        wrk: bool | None = None,
+    ) -> tuple[int, float, int, float]:
         """(requests, seconds, errors, load generator CPU seconds). A smoke run uses wrk
         for the gate only (when wrk is here) and the Python client for the direct runs,
-        so both code paths run."""
-        if self.use_wrk and not (self.s.smoke and target.name != "gate"):
-            r = await run_wrk(target, self.s.connections, seconds)
+        so both code paths run; `wrk` overrides that choice (False: the Python client)."""
+        connections = connections or self.s.connections
+        if wrk is None:
+            wrk = not (self.s.smoke and target.name != "gate")
+        if self.use_wrk and wrk:
+            r = await run_wrk(target, connections, seconds)
             return r.requests, r.seconds, r.errors, r.client_cpu_seconds
         cpu = time.process_time()
-        c = await closed_loop(self.session, target, self.s.connections, seconds)
+        c = await closed_loop(self.session, target, connections, seconds)
         return c.requests, c.seconds, c.failures, time.process_time() - cpu
 
     async def throughput(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,7 @@ MESSAGES = [
 MAX_TOKENS = 16  # the mock answers with its default 8 tokens
 MAX_CONCURRENT_UPSTREAM = 4096
 STREAM_MAX_TOKENS = 64  # above any bench stream's chunk count, so no stream is cut short
+REDIS_PREFIX = "bench:"
 
 
 def gate_config(spend_log: Path, mock_url: str) -> dict[str, Any]:
@@ -58,11 +61,46 @@ def write_gate_config(path: Path, spend_log: Path, mock_url: str) -> Path:
     return path
 
 
+def redis_gate_config(
+    spend_log: Path,
+    mock_url: str,
+    redis_url: str,
+    edge_agents: Sequence[str],
+    edge_budget: Decimal,
+) -> dict[str, Any]:
+    """The bench's gate on the shared (Redis) store, plus agents with a small budget and a
+    hard cap, one per budget-edge run: everything else as `gate_config`."""
+    config = gate_config(spend_log, mock_url)
+    root = config["cost_routing"]
+    root["spend_store"] = {"backend": "redis", "url": redis_url, "key_prefix": REDIS_PREFIX}
+    edge = {
+        "budget_total": float(edge_budget),
+        "period": "monthly",
+        "hard_cap": True,
+        "tiers": TIERS,
+    }
+    root["agents"].update({name: edge for name in edge_agents})
+    return config
+
+
+def write_redis_gate_config(
+    path: Path,
+    spend_log: Path,
+    mock_url: str,
+    redis_url: str,
+    edge_agents: Sequence[str],
+    edge_budget: Decimal,
+) -> Path:
+    config = redis_gate_config(spend_log, mock_url, redis_url, edge_agents, edge_budget)
+    path.write_text(json.dumps(config, indent=2))
+    return path
+
+
 def _encode(body: dict[str, Any]) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
 
 
-def gate_target(gate_url: str) -> Target:
+def gate_target(gate_url: str, agent: str = AGENT) -> Target:
     """A client of the gate: its agent id, a plain chat body."""
     body = {"model": MODEL, "messages": MESSAGES, "max_tokens": MAX_TOKENS}
     stream = {
@@ -75,7 +113,7 @@ def gate_target(gate_url: str) -> Target:
     return Target(
         "gate",
         gate_url + "/v1/chat/completions",
-        {"X-Agent-ID": AGENT, "Content-Type": "application/json"},
+        {"X-Agent-ID": agent, "Content-Type": "application/json"},
         _encode(body),
         _encode(stream),
     )

@@ -5,6 +5,7 @@ from the mock's charges) are tested on their own."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -15,8 +16,9 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestServer
 
-from bench.books import compare, tally
+from bench.books import SpendCursor, SpendCursors, compare, tally
 from bench.load import closed_loop, new_session, open_loop, streams
+from bench.shared_store import committed
 from bench.streamcheck import StreamCheck
 from bench.world import direct_target
 from bench.wrk import parse
@@ -46,7 +48,8 @@ def test_smoke_run_passes_every_section_quickly(tmp_path: Path) -> None:
     assert elapsed < SMOKE_BUDGET_SECONDS, f"smoke run took {elapsed:.1f}s"
     results = json.loads(out.read_text())
     assert results["ok"], results["failures"]
-    assert {row["section"] for row in results["rows"]} >= set("abcdef")
+    redis = shutil.which("redis-server") is not None  # (r) is skipped without it
+    assert {row["section"] for row in results["rows"]} >= set("abcdef" + "r" * redis)
     assert results["books"] and all(b["ok"] for b in results["books"])
     for key in (
         "a.direct.rps",
@@ -64,6 +67,23 @@ def test_smoke_run_passes_every_section_quickly(tmp_path: Path) -> None:
     ):
         assert results["series"][key]["median"] is not None, key
     assert "books: Σ cost == mock charges" in done.stdout
+    shared = results["meta"]["redis"]
+    if not redis:
+        assert "redis-server is not installed" in shared["skipped"]
+        return
+    for key in (
+        "r.jsonl.rps",
+        "r.redis.rps",
+        "r.redis2.rps",
+        "r.redis.cpu_ms",
+        "r.redis2.redis_cpu_ms",
+        "r.edge.admitted",
+        "r.edge.overshoot_usd",
+    ):
+        assert results["series"][key]["median"] is not None, key
+    assert shared["books"] and all(b["ok"] for b in shared["books"])
+    assert [run["within_one_hold"] for run in shared["edge"]] == [True]
+    assert "books: Σ logs == mock == Redis spent" in done.stdout
 
 
 # -- the stream check -----------------------------------------------------------------
@@ -139,6 +159,32 @@ def test_books_that_differ_or_hold_open_fail() -> None:
     assert not result.ok
     assert "!=" in result.detail
     assert "1 holds never settled" in result.detail
+
+
+def test_two_instances_logs_are_read_as_one_from_their_marks(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_bytes(b'{"event": "request", "request_id": "old", "cost": 9}\n')
+    both = SpendCursors(SpendCursor(a), SpendCursor(b))  # b does not exist yet
+    both.mark()
+    with a.open("ab") as f:
+        f.write(b'{"event": "request", "request_id": "r1", "cost": 0.1, "status": 200}\n')
+    b.write_bytes(b'{"event": "request", "request_id": "r2", "cost": 0.2, "status": 402}\n{"ev')
+    found = tally(both.lines())  # the half-written line in b is left for later
+    assert (found.requests, found.cost, found.statuses) == (2, Decimal("0.3"), {200: 1, 402: 1})
+
+
+def test_what_two_gates_committed_is_replayed_in_time_order() -> None:
+    a = lines(
+        {"ts": "T1", "event": "hold", "request_id": "r1", "held": 0.5},
+        {"ts": "T4", "event": "request", "request_id": "r1", "cost": 0.1},
+    )
+    b = lines(
+        {"ts": "T2", "event": "hold", "request_id": "r2", "held": 0.25},
+        {"ts": "T3", "event": "hold", "request_id": "r2", "held": 0.25, "generation_id": "g"},
+        {"ts": "T5", "event": "request", "request_id": "r2", "cost": 0.2},
+        {"ts": "T6", "event": "request", "request_id": "r3", "cost": 0, "status": 402},
+    )
+    assert committed(a + b) == (Decimal("0.5"), Decimal("0.75"))
 
 
 # -- the Python load generator and wrk's summary ----------------------------------------
