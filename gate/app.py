@@ -16,7 +16,7 @@ from .config import GateConfig
 from .context import GATE, Gate
 from .dashboard import add_dashboard
 from .errors import SERVER_ERROR, GateError, error_response, gate_error_response, type_for_status
-from .keystatus import KeyStatus, watch_key
+from .keystatus import KeyStatus
 from .ledger import Clock, Ledger, utc_now
 from .metrics import Metrics
 from .openapi import openapi
@@ -93,8 +93,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
             tasks = [
                 asyncio.create_task(gate.prices.keep_fresh(gate.upstream, auth), name="prices"),
                 asyncio.create_task(reconcile_open_holds(gate), name="reconcile"),
-                asyncio.create_task(watch_key(gate, app[CLOCK]), name="key-check"),
-                *start_ops(app, gate, app[CLOCK]),  # alerts, console sync, upstream balance
+                *start_ops(app, gate, app[CLOCK]),  # alerts, console sync, upstream key + balance
             ]
             if isinstance(ledger, RedisLedger):  # dead instances' holds, settled here
                 tasks.append(asyncio.create_task(recover_expired_holds(gate, ledger)))

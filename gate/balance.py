@@ -54,32 +54,40 @@ class UpstreamBalance:
         self._lock = asyncio.Lock()
 
     async def refresh(self) -> bool:
-        """Ask upstream now (one question at a time); True when it answered."""
+        """Ask upstream now (one question at a time); True when it answered. The same
+        answer tells the key's status (gate.keystatus): one probe serves both."""
         if self._lock.locked():  # someone is asking already: take their answer
             async with self._lock:
                 return self.error is None
         async with self._lock:
             api_key = self._gate.config.openrouter.api_key
-            found = None
-            if api_key:
-                found = parse_key(await self._gate.upstream.get_json("/key", f"Bearer {api_key}"))
+            status = self._gate.key_status
+            status.for_key(api_key)
             self._checked = asyncio.get_running_loop().time()
             if not api_key:
                 self.key, self.error = None, NO_KEY
                 return False
+            code, document = await self._gate.upstream.key_check(f"Bearer {api_key}")
+            self._checked = asyncio.get_running_loop().time()
+            status.probed(code, self._clock())
+            found = parse_key(document) if code == 200 else None
             if found is None:
-                self.error = "GET /key: no usable answer from upstream"
+                self.error = f"GET /key: {code or 'no answer'}; no usable answer from upstream"
                 log.warning("upstream balance: %s", self.error)
                 return False
             self.key, self.error, self.checked_at = found, None, iso(self._clock())
             return True
 
     async def run(self) -> None:
-        """Refresh every `key_check_seconds` (sooner after a failure) until cancelled."""
+        """Probe every `key_check_seconds` (sooner after a failure, at once after a
+        reload wakes the key status) until cancelled."""
         while True:
             ok = await self.refresh()
             interval = self._gate.config.openrouter.key_check_seconds
-            await asyncio.sleep(interval if ok else min(RETRY_SECONDS, interval))
+            no_key = self._gate.config.openrouter.api_key is None
+            await self._gate.key_status.sleep(
+                interval if ok or no_key else min(RETRY_SECONDS, interval)
+            )
 
     async def current(self) -> dict[str, Any]:
         """The body of GET /api/upstream, asking upstream first if the cache is stale."""

@@ -1,9 +1,10 @@
 """Is the upstream key still good? What an operator asks after rotating it.
 
-A background task asks OpenRouter's `GET /key` with the gate's key every
-`openrouter.key_check_seconds` (and at once after a reload): 200 confirms the key, 401
-means upstream rejects it. A 401 to a chat call says the same, sooner. `/api/health`
-shows the result. The key itself is never kept here, only a digest to notice a new one.
+The upstream balance's background probe (gate.balance) asks OpenRouter's `GET /key`
+with the gate's key every `openrouter.key_check_seconds` (and at once after a reload)
+and reports here: 200 confirms the key, 401 means upstream rejects it. A 401 to a chat
+call says the same, sooner. `/api/health` shows the result. The key itself is never
+kept here, only a digest to notice a new one.
 """
 
 from __future__ import annotations
@@ -14,10 +15,7 @@ import hashlib
 import logging
 from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from .context import Gate
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +73,18 @@ class KeyStatus:
         self.status, self.rejected_at = REJECTED, now
         self.detail = f"key rejected: upstream answered 401 to {where}"
 
+    def probed(self, code: int | None, now: datetime) -> None:
+        """What a `GET /key` probe found (code None: no answer)."""
+        self.checked_at = now
+        if code == 200:
+            self.accepted(now)
+        elif code == 401:
+            self.rejected(now, "GET /key")
+        elif self.status != REJECTED:  # an outage says nothing new about the key
+            if code is None:
+                self.status = UNREACHABLE
+            self.detail = f"GET /key: {code or 'no answer'}"
+
     def saw_chat_status(self, status: int, now: Callable[[], datetime]) -> None:
         """A chat call's status, with the gate's own key: 401 rejects; 200 after a
         rejection confirms again (nothing else touches the hot path)."""
@@ -98,24 +108,3 @@ class KeyStatus:
         if self.detail is not None:
             body["detail"] = self.detail
         return body
-
-
-async def watch_key(gate: Gate, clock: Callable[[], datetime]) -> None:
-    """Probe `GET /key` with the gate's key, now and every `key_check_seconds`."""
-    status = gate.key_status
-    while True:
-        cfg = gate.config.openrouter
-        status.for_key(cfg.api_key)
-        if cfg.api_key is not None:
-            code = await gate.upstream.key_check(f"Bearer {cfg.api_key}")
-            now = clock()
-            status.checked_at = now
-            if code == 200:
-                status.accepted(now)
-            elif code == 401:
-                status.rejected(now, "GET /key")
-            elif status.status != REJECTED:  # an outage says nothing new about the key
-                if code is None:
-                    status.status = UNREACHABLE
-                status.detail = f"GET /key: {code or 'no answer'}"
-        await status.sleep(cfg.key_check_seconds)

@@ -156,8 +156,9 @@ class Upstream:
                 continue
             raise UpstreamError(resp.status, error_body, retry_after, attempt + 1)
 
-    async def key_check(self, authorization: str) -> int | None:
-        """`GET /key`'s status (200: the key works, 401: rejected); None: no answer."""
+    async def key_check(self, authorization: str) -> tuple[int | None, Any]:
+        """`GET /key`: its status (200: the key works, 401: rejected; None: no answer)
+        and its JSON document (the key's limit and usage; None when not JSON)."""
         try:
             async with self.session.get(
                 self.config.base_url + "/key",
@@ -165,10 +166,13 @@ class Upstream:
                 allow_redirects=False,
                 timeout=aiohttp.ClientTimeout(total=self.config.connect_timeout_seconds + 10),
             ) as resp:
-                await resp.read()
-                return resp.status
+                raw = await resp.read()
         except (aiohttp.ClientError, TimeoutError):
-            return None
+            return None, None
+        try:
+            return resp.status, json.loads(raw)
+        except ValueError:
+            return resp.status, None
 
     async def get_json(
         self, path: str, authorization: str | None, params: Mapping[str, str] | None = None

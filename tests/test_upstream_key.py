@@ -51,6 +51,8 @@ async def test_portkey_headers_reach_upstream_on_every_call(
     paths = [path for path, _ in seen]
     assert paths.count("/api/v1/chat/completions") == 2
     assert "/api/v1/models" in paths and "/api/v1/key" in paths  # prices, key probe
+    # One probe of GET /key serves both the key status and the balance.
+    assert paths.count("/api/v1/key") == 1
     for _, headers in seen:
         assert headers["x-portkey-virtual-key"] == "openrouter-fallback"
         assert headers["x-portkey-provider"] == "openrouter"
