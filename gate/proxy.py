@@ -24,7 +24,8 @@ from .errors import (
 from .intake import agent_id_of, chat_request, identify, read_json_object
 from .ledger import HoldDefaults, HoldRequest
 from .redis_store import SpendStoreError
-from .relay import Call, relay_json, relay_stream
+from .relay import Call, relay_json
+from .stream import relay_stream
 from .router import Refusal
 from .spendlog import SpendLogError
 
