@@ -400,7 +400,12 @@ def parse_config(
         _ROOT,
         ("max_body_bytes", "max_concurrent_upstream", "client_timeout_seconds"),
     )
-    hm = r.section(root, "holds", _ROOT, ("default_max_tokens", "unknown_model_usd_per_token"))
+    hm = r.section(
+        root,
+        "holds",
+        _ROOT,
+        ("default_max_tokens", "unknown_model_usd_per_token", "plugin_usd_per_request"),
+    )
     am = r.section(root, "alerts", _ROOT)  # may carry keys for other tools: not checked
     admin_token = _env_secret(r, "GATE_ADMIN_TOKEN", f"{_ROOT}.admin_token", None) or r.secret(
         root, "admin_token", _ROOT
@@ -439,6 +444,9 @@ def parse_config(
             ),
             unknown_model_usd_per_token=r.decimal(
                 hm, "unknown_model_usd_per_token", hp, holds.unknown_model_usd_per_token
+            ),
+            plugin_usd_per_request=r.decimal(
+                hm, "plugin_usd_per_request", hp, holds.plugin_usd_per_request
             ),
         ),
         console=_console(r, root),

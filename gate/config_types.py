@@ -70,6 +70,9 @@ class LimitsConfig:
 class HoldsConfig:
     default_max_tokens: int = 4096
     unknown_model_usd_per_token: Decimal = Decimal("0.00005")
+    # held on top of tokens for a request using plugins / web search (billed per request;
+    # OpenRouter's web plugin: 5 results at $4 per 1000)
+    plugin_usd_per_request: Decimal = Decimal("0.02")
 
 
 @dataclass(frozen=True, slots=True)

@@ -122,6 +122,7 @@ class ChatRequest:
     model: str | None
     max_tokens: int | None
     wants_usage: bool
+    uses_plugins: bool = False  # plugins / web search: a per-request charge on top of tokens
 
 
 def chat_request(body: dict[str, Any], size: int) -> ChatRequest:
@@ -138,7 +139,9 @@ def chat_request(body: dict[str, Any], size: int) -> ChatRequest:
     max_tokens = _max_tokens(body)
     options = body.get("stream_options")
     wants_usage = isinstance(options, Mapping) and options.get("include_usage") is True
-    return ChatRequest(body, size, stream, model, max_tokens, wants_usage)
+    plugins = body.get("plugins")
+    uses_plugins = bool(plugins) or body.get("web_search_options") is not None
+    return ChatRequest(body, size, stream, model, max_tokens, wants_usage, uses_plugins)
 
 
 def _max_tokens(body: Mapping[str, Any]) -> int | None:

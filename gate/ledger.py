@@ -91,6 +91,7 @@ class HoldRequest:
     requested_model: str | None
     prompt_tokens: int
     max_tokens: int | None
+    extra_usd: Decimal = ZERO  # a per-request charge tokens do not show (e.g. web search)
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,17 +251,7 @@ class Ledger:
         async with acct.lock:
             now = self._clock()
             self._roll(acct, now, record=True)
-            decision = admit(
-                acct.policy,
-                acct.budget_total,
-                acct.committed,
-                ask.requested_model,
-                ask.prompt_tokens,
-                ask.max_tokens,
-                prices,
-                defaults.unknown_price,
-                defaults.default_max_tokens,
-            )
+            decision = self._decide(acct, ask, prices, defaults)
             if isinstance(decision, Refusal):
                 self._notify(agent_id, "refused")
                 return decision
@@ -269,6 +260,22 @@ class Ledger:
             written = self._record_hold(hold, decision.tier.name, now)
         await self._hold_on_disk(hold, written)
         return decision, hold
+
+    def _decide(
+        self, acct: Account, ask: HoldRequest, prices: Mapping[str, ModelPrice], d: HoldDefaults
+    ) -> Admission | Refusal:
+        return admit(
+            acct.policy,
+            acct.budget_total,
+            acct.committed,
+            ask.requested_model,
+            ask.prompt_tokens,
+            ask.max_tokens,
+            prices,
+            d.unknown_price,
+            d.default_max_tokens,
+            ask.extra_usd,
+        )
 
     def _record_hold(self, hold: Hold, tier: str, now: datetime) -> asyncio.Future[None]:
         """Open the hold and append its line (durable). Runs under the agent's lock."""

@@ -25,9 +25,9 @@ from .intake import agent_id_of, chat_request, identify, read_json_object
 from .ledger import HoldDefaults, HoldRequest
 from .redis_store import SpendStoreError
 from .relay import Call, relay_json
-from .stream import relay_stream
 from .router import Refusal
 from .spendlog import SpendLogError
+from .stream import relay_stream
 
 
 def new_request_id() -> str:
@@ -74,7 +74,12 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             outcome = await gate.ledger.reserve(
                 caller.policy.agent_id,
                 line["request_id"],
-                HoldRequest(chat.model, estimate_prompt_tokens(size), chat.max_tokens),
+                HoldRequest(
+                    chat.model,
+                    estimate_prompt_tokens(size),
+                    chat.max_tokens,
+                    cfg.holds.plugin_usd_per_request if chat.uses_plugins else ZERO,
+                ),
                 gate.prices.prices,
                 HoldDefaults(cfg.holds.unknown_model_usd_per_token, cfg.holds.default_max_tokens),
             )

@@ -44,7 +44,7 @@ from .config import AgentPolicy, SpendStoreConfig
 from .cost import ZERO, ModelPrice
 from .ledger import Account, Clock, Hold, HoldDefaults, HoldRequest, Ledger, iso
 from .periods import period_start
-from .router import Admission, Refusal, admit
+from .router import Admission, Refusal
 from .spendlog import SpendLog, SpendLogError
 
 log = logging.getLogger(__name__)
@@ -301,21 +301,6 @@ class RedisLedger(Ledger):
                 self._failed(f"redis unreachable: {type(exc).__name__}: {exc}")
 
     # -- requests ---------------------------------------------------------------------
-
-    def _decide(
-        self, acct: Account, ask: HoldRequest, prices: Mapping[str, ModelPrice], d: HoldDefaults
-    ) -> Admission | Refusal:
-        return admit(
-            acct.policy,
-            acct.budget_total,
-            acct.committed,
-            ask.requested_model,
-            ask.prompt_tokens,
-            ask.max_tokens,
-            prices,
-            d.unknown_price,
-            d.default_max_tokens,
-        )
 
     async def reserve(
         self,

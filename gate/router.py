@@ -5,7 +5,7 @@ whether a request's hold fits. No clock, no I/O: tests call these with plain tab
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 
 from .config import AgentPolicy, Tier
@@ -67,18 +67,22 @@ def admit(
     prices: Mapping[str, ModelPrice],
     unknown_price: Decimal,
     default_max_tokens: int,
+    extra_usd: Decimal = Decimal(0),
 ) -> Admission | Refusal:
     """Decide one request: its tier, its upstream models and the hold it must place.
 
     With a hard cap the hold must fit what is left; a request whose `max_tokens` (or the
     default, when it set none) would not fit is clamped to what the budget pays for, and
-    refused only when not even its prompt fits.
+    refused only when not even its prompt (and `extra_usd`, a per-request charge such as
+    a web-search plugin's) fits.
     """
     tier = choose_tier(policy.tiers, budget_total, committed, policy.hard_cap)
     if tier is None:
         return Refusal("budget exhausted for this period", None)
     models = upstream_models(tier, requested_model)
     price = worst_price(prices, models, unknown_price)
+    if extra_usd:
+        price = replace(price, request=price.request + extra_usd)
     completion = max_tokens if max_tokens is not None else default_max_tokens
     if not policy.hard_cap:
         hold = price.cost(prompt_tokens, completion)

@@ -392,3 +392,48 @@ async def test_walkthrough(start_gate, mock, tmp_path: Path) -> None:
     assert lines[3]["cost"] == 0
     events = [r["event"] for r in spend_lines(tmp_path / "spend.jsonl")]
     assert events.count("budget") == 3 and events.count("reset") == 1
+
+
+def test_admit_holds_a_plugins_per_request_charge_on_top_of_tokens() -> None:
+    tier = Tier("only", D(0), ("openai/gpt-5",))
+    p = policy(tiers=(tier,))
+    plain = admit(p, p.budget_total, D(0), None, 100, 500, PRICES, UNKNOWN, 4096)
+    searched = admit(p, p.budget_total, D(0), None, 100, 500, PRICES, UNKNOWN, 4096, D("0.02"))
+    assert isinstance(plain, Admission) and isinstance(searched, Admission)
+    assert searched.hold == plain.hold + D("0.02")
+    # with a hard cap the charge must fit too: 0.015 left pays for tokens, not the search
+    assert isinstance(
+        admit(p, p.budget_total, D("49.985"), None, 100, 500, PRICES, UNKNOWN, 4096, D("0.02")),
+        Refusal,
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "plugins"),
+    [
+        ({"plugins": [{"id": "web"}]}, True),
+        ({"web_search_options": {}}, True),
+        ({"plugins": []}, False),
+        ({}, False),
+    ],
+)
+def test_chat_request_notices_plugins(extra: dict[str, Any], plugins: bool) -> None:
+    body = chat(**extra)
+    assert chat_request(body, len(json.dumps(body))).uses_plugins is plugins
+
+
+async def test_a_plugins_request_holds_the_plugin_charge(start_gate, mock, tmp_path: Path) -> None:
+    client = await start_gate(make_config(tmp_path, mock.base_url))
+    plain = await client.post(
+        "/v1/chat/completions", json=chat(max_tokens=10), headers={"X-Agent-ID": "agent-1"}
+    )
+    searched = await client.post(
+        "/v1/chat/completions",
+        json=chat(max_tokens=10, plugins=[{"id": "web"}]),
+        headers={"X-Agent-ID": "agent-1"},
+    )
+    assert plain.status == searched.status == 200
+    await client.app[GATE].ledger.spend_log.flush()
+    held = [r["held"] for r in spend_lines(tmp_path / "spend.jsonl") if r["event"] == "hold"]
+    assert len(held) == 2
+    assert held[1] - held[0] >= D("0.02") - D("0.0001")  # a slightly longer body too
