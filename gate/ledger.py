@@ -355,7 +355,15 @@ class Ledger:
 
     def record_refusal(self, line: dict[str, Any]) -> None:
         """A request that never went upstream: a line with cost 0, no state change."""
-        line.update(ts=iso(self._clock()), event="request", cost=ZERO, cost_source="none")
+        agent_id = line.get("agent_id")
+        acct = self._accounts.get(agent_id) if isinstance(agent_id, str) else None
+        line.update(
+            ts=iso(self._clock()),
+            event="request",
+            cost=ZERO,
+            cost_source="none",
+            budget_remaining=acct.remaining if acct is not None else None,
+        )
         self._append(line)
         self._tell_line(line, refused=True)
 

@@ -402,3 +402,38 @@ async def test_answer_without_usage_is_billed_by_generation(gate, mock, tmp_path
     [line] = await lines_of(gate, tmp_path)
     assert (line["cost"], line["cost_source"]) == (charged, "generation")
     assert line["completion_tokens"] == mock.state.generations[body["id"]]["tokens_completion"]
+
+
+SPEC_FIELDS = {
+    "ts",
+    "event",
+    "request_id",
+    "generation_id",
+    "agent_id",
+    "model",
+    "tier",
+    "models_allowed",
+    "stream",
+    "status",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost",
+    "cost_source",
+    "budget_remaining",
+    "latency_ms",
+}
+
+
+async def test_every_request_line_has_every_spec_field(gate, mock, tmp_path) -> None:
+    agent_1 = {"X-Agent-ID": "agent-1"}
+    assert (await gate.post(CHAT, json=chat(), headers=agent_1)).status == 200
+    resp = await gate.post(CHAT, json=chat(stream=True), headers=agent_1)
+    await resp.read()
+    assert (await gate.post(CHAT, json=chat(), headers={"X-Agent-ID": "nobody"})).status == 403
+    assert (await gate.post(CHAT, data=b"[]", headers=agent_1)).status == 400
+    lines = await lines_of(gate, tmp_path)
+    assert len(lines) == 4
+    for line in lines:
+        assert SPEC_FIELDS <= set(line), SPEC_FIELDS - set(line)
+    refused = [r for r in lines if r["status"] != 200]
+    assert refused[1]["budget_remaining"] is not None  # agent-1's, as for any line
