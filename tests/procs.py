@@ -6,7 +6,7 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import suppress
 from pathlib import Path
 
@@ -35,7 +35,11 @@ class Proc:
 
 
 async def spawn(
-    module: str, args: list[str], stderr: Path, env: Mapping[str, str] | None = None
+    module: str,
+    args: list[str],
+    stderr: Path,
+    env: Mapping[str, str] | None = None,
+    preexec_fn: Callable[[], None] | None = None,
 ) -> Proc:
     """Start `python -m module args`; wait for its 'listening on URL' line."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
@@ -49,6 +53,7 @@ async def spawn(
             stderr=err,
             env=full_env,
             cwd=ROOT,
+            preexec_fn=preexec_fn,
         )
     assert proc.stdout is not None
     try:
@@ -71,7 +76,12 @@ async def start_mock(tmp_path: Path) -> Proc:
     )
 
 
-async def start_gate(config: Path, tmp_path: Path, env: Mapping[str, str] | None = None) -> Proc:
+async def start_gate(
+    config: Path,
+    tmp_path: Path,
+    env: Mapping[str, str] | None = None,
+    preexec_fn: Callable[[], None] | None = None,
+) -> Proc:
     return await spawn(
-        "gate", ["--config", str(config), "--port", "0"], tmp_path / "gate.stderr", env
+        "gate", ["--config", str(config), "--port", "0"], tmp_path / "gate.stderr", env, preexec_fn
     )
