@@ -90,6 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in err.problems:
             print(f"gate: {problem}", file=sys.stderr)
         return 2
+    for warning in cfg.warnings:
+        log.warning("config: %s", warning)
     try:
         app = create_app(cfg, env=env)
         # Secrets as of now: the running gate's after a reload, else the config's.

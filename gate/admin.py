@@ -175,7 +175,7 @@ async def reload(request: web.Request) -> web.Response:
             INVALID_REQUEST,
             "config refused; the old one stays in force: " + "; ".join(err.problems),
         ) from None
-    notes = []
+    notes = [f"warning: {w}" for w in new.warnings]
     if new.spend_log != gate.config.spend_log:
         notes.append("spend_log changes take effect at the next start")
         new = replace(new, spend_log=gate.config.spend_log)

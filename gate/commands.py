@@ -29,11 +29,14 @@ def add_config_arg(parser: argparse.ArgumentParser, env: Mapping[str, str]) -> N
 def load_or_report(path: Path, env: Mapping[str, str], prefix: str = "gate") -> GateConfig | None:
     """The config, or None after printing one line per problem."""
     try:
-        return load_config(path, env)
+        cfg = load_config(path, env)
     except ConfigError as err:
         for problem in err.problems:
             print(f"{prefix}: {problem}", file=sys.stderr)
         return None
+    for warning in cfg.warnings:
+        print(f"{prefix}: warning: {warning}", file=sys.stderr)
+    return cfg
 
 
 def report_main(argv: Sequence[str], env: Mapping[str, str]) -> int:

@@ -34,6 +34,7 @@ from ruamel.yaml.error import YAMLError
 from .config_reader import _FAILED, _Reader
 from .config_types import (
     BUDGET_SOURCES,
+    OLD_BUDGET_SOURCES,
     PERIODS,
     AgentPolicy,
     AlertsConfig,
@@ -319,12 +320,23 @@ def _agent(r: _Reader, agent_id: str, body: object, p: str) -> AgentPolicy | Non
         agent_id=agent_id,
         budget_total=r.decimal(m, "budget_total", p, Decimal(0), required=True),
         budget_spent=r.decimal(m, "budget_spent", p, Decimal(0)),
-        budget_source=r.choice(m, "budget_source", p, BUDGET_SOURCES, "config"),
+        budget_source=_budget_source(r, m, p),
         period=r.choice(m, "period", p, PERIODS, "monthly"),
         hard_cap=r.flag(m, "hard_cap", p, True),
         tiers=_tiers(r, m, f"{p}.tiers"),
         api_key=r.secret(m, "api_key", p),
     )
+
+
+def _budget_source(r: _Reader, m: Mapping[Any, Any], p: str) -> str:
+    value = r.text(m, "budget_source", p)
+    if value in OLD_BUDGET_SOURCES:
+        new = OLD_BUDGET_SOURCES[value]
+        r.warn(f"{p}.budget_source", f"'{value}' is an older spelling of '{new}'; write {new}")
+        return new
+    if value is not None and value not in BUDGET_SOURCES:
+        r.fail(f"{p}.budget_source", f"must be one of {', '.join(BUDGET_SOURCES)}")
+    return value if value in BUDGET_SOURCES else "local"
 
 
 def _tiers(r: _Reader, m: Mapping[Any, Any], p: str) -> tuple[Tier, ...]:
@@ -456,6 +468,7 @@ def parse_config(
         agents=_agents(r, root),
         source=source,
         secret_sources=MappingProxyType(r.sources),
+        warnings=tuple(r.warnings),
     )
     if config.openrouter.api_key is None and not any(
         x.startswith(f"{_ROOT}.openrouter.api_key:") for x in r.problems

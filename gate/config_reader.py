@@ -33,10 +33,14 @@ class _Reader:
         self.env = env
         self.base_dir = base_dir
         self.problems: list[str] = []
+        self.warnings: list[str] = []  # accepted, but worth a line at start-up
         self.sources: dict[str, str] = {}  # secret's YAML path -> where it came from
 
     def fail(self, path: str, message: str) -> None:
         self.problems.append(f"{path}: {message}")
+
+    def warn(self, path: str, message: str) -> None:
+        self.warnings.append(f"{path}: {message}")
 
     def mapping(self, value: object, path: str) -> Mapping[Any, Any] | None:
         if value is None:

@@ -9,7 +9,10 @@ from decimal import Decimal
 from pathlib import Path
 
 PERIODS = ("daily", "weekly", "monthly", "never")
-BUDGET_SOURCES = ("config", "jetpatch")
+# `local`: the budget is kept here (the founding document's word); `jetpatch`: the
+# console sets it. `config` is an older spelling of `local`, still read (with a warning).
+BUDGET_SOURCES = ("local", "jetpatch")
+OLD_BUDGET_SOURCES = {"config": "local"}
 
 
 class ConfigError(Exception):
@@ -62,7 +65,7 @@ class RetryConfig:
 @dataclass(frozen=True, slots=True)
 class LimitsConfig:
     max_body_bytes: int = 10 * 1024 * 1024
-    max_concurrent_upstream: int = 256  # calls in flight upstream; beyond: 503 + Retry-After
+    max_concurrent_upstream: int = 1024  # calls in flight upstream (Envoy's default); beyond: 503
     client_timeout_seconds: float = 30.0  # a body read or one write to a client may stall this long
 
 
@@ -134,3 +137,5 @@ class GateConfig:
     source: Path | None = None  # the file it was read from, for /api/reload
     # YAML path of each secret set -> where it came from ("file ...", "command op", ...)
     secret_sources: Mapping[str, str] = field(default_factory=dict)
+    # accepted but deprecated spellings, one line each naming its YAML path
+    warnings: tuple[str, ...] = ()

@@ -89,7 +89,24 @@ def test_base_config_parses_with_defaults() -> None:
     assert (cfg.spend_store.backend, cfg.spend_store.url) == ("jsonl", None)
     a = agent(cfg)
     assert (a.agent_id, a.budget_total, a.budget_spent) == ("a", Decimal(10), Decimal(0))
-    assert (a.budget_source, a.period, a.hard_cap, a.api_key) == ("config", "monthly", True, None)
+    assert (a.budget_source, a.period, a.hard_cap, a.api_key) == ("local", "monthly", True, None)
+    assert cfg.warnings == ()
+
+
+@pytest.mark.parametrize("value", ["local", "jetpatch"])
+def test_documented_budget_sources_are_read_as_written(value: str) -> None:
+    cfg = parse(config_with(**{"agents.a.budget_source": value}))
+    assert agent(cfg).budget_source == value
+    assert cfg.warnings == ()
+
+
+def test_older_budget_source_config_reads_as_local_with_a_warning() -> None:
+    cfg = parse(config_with(**{"agents.a.budget_source": "config"}))
+    assert agent(cfg).budget_source == "local"
+    assert cfg.warnings == (
+        "cost_routing.agents.a.budget_source: 'config' is an older spelling of 'local'; "
+        "write local",
+    )
 
 
 def test_every_section_is_read() -> None:
@@ -237,7 +254,7 @@ PROBLEMS = [
     (config_with(**{"agents.a.budget_total": "50"}), f"{A}.budget_total: must be a number"),
     (config_with(**{"agents.a.budget_spent": -0.01}), f"{A}.budget_spent: must not be negative"),
     (config_with(**{"agents.a.budget_source": "console"}),
-     f"{A}.budget_source: must be one of config, jetpatch"),
+     f"{A}.budget_source: must be one of local, jetpatch"),
     (config_with(**{"agents.a.period": "yearly"}),
      f"{A}.period: must be one of daily, weekly, monthly, never"),
     (config_with(**{"agents.a.hard_cap": "yes"}), f"{A}.hard_cap: must be true or false"),

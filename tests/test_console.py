@@ -49,7 +49,7 @@ async def test_spend_goes_out_and_jetpatch_budgets_come_in(start_gate, mock, tmp
     console.expected_key = CONSOLE_KEY
     console.budgets = {
         "agent-j": {"budget_total": 40},
-        "agent-1": {"budget_total": 999},  # budget_source config: not the console's to set
+        "agent-1": {"budget_total": 999},  # budget_source local: not the console's to set
         "ghost": {"budget_total": 5},  # not configured here
     }
     client = await start_gate(console_config(tmp_path, mock))

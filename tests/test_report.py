@@ -117,3 +117,14 @@ def test_check_config(tmp_path: Path) -> None:
     done = run("check-config", str(bad))
     assert done.returncode == 2
     assert "cost_routing.openrouter.base_url" in done.stderr
+
+
+def test_check_config_warns_of_the_older_budget_source_spelling(tmp_path: Path) -> None:
+    raw = raw_config(tmp_path, "http://127.0.0.1:9/api/v1")
+    raw["cost_routing"]["agents"]["agent-1"]["budget_source"] = "config"
+    done = run("check-config", str(write_config(tmp_path / "old.yaml", raw)))
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines() == [
+        "gate: warning: cost_routing.agents.agent-1.budget_source: "
+        "'config' is an older spelling of 'local'; write local"
+    ]
