@@ -32,6 +32,8 @@ import aiofiles
 from aiofiles.threadpool.binary import AsyncFileIO
 
 from .jsonfmt import dumps
+from .snapshots import SNAPSHOT_MARK as SNAPSHOT_MARK  # where start-up replays from
+from .snapshots import last_snapshot_offset as last_snapshot_offset
 
 log = logging.getLogger(__name__)
 
@@ -294,34 +296,6 @@ def _ends_mid_line(path: Path) -> bool:
             return f.read(1) != b"\n"
     except OSError:
         return False
-
-
-# Snapshot lines start with exactly these bytes (the ledger writes "event" first), so
-# start-up can find the last one by reading the file backwards.
-SNAPSHOT_MARK = b'{"event":"snapshot"'
-
-
-def last_snapshot_offset(path: Path) -> int:
-    """Where the last snapshot line starts (0 when there is none): replay starts there,
-    so start-up reads the tail of the log, not all of it."""
-    try:
-        f = path.open("rb")
-    except FileNotFoundError:
-        return 0
-    with f:
-        end = f.seek(0, os.SEEK_END)
-        needle = b"\n" + SNAPSHOT_MARK
-        while end > 0:
-            start = max(0, end - READ_CHUNK)
-            f.seek(start)
-            block = f.read(end - start + len(needle))  # overlap the next block's head
-            found = block.rfind(needle)
-            if found >= 0:
-                return start + found + 1
-            if start == 0 and block.startswith(SNAPSHOT_MARK):
-                return 0
-            end = start
-    return 0
 
 
 def read_records(path: Path, offset: int = 0) -> Iterator[dict[str, Any]]:
