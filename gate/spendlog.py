@@ -11,8 +11,9 @@ A line that matters before money is spent (a hold) is appended with `durable=Tru
 and awaited: it either reaches the file or is dropped and its future fails, so no
 request goes upstream unrecorded. Every other line (a settlement, a refusal, an admin
 change) is kept and retried until it is written. When a write fails the log reports
-`error` until a later write succeeds; a line cut short by a failing disk is never
-glued onto the next one — the next write starts on a fresh line.
+`error` until a later write succeeds; a line cut short by a failing disk is cut
+away again (the file holds whole lines only), or, where even that fails, never glued
+onto the next one — the next write starts on a fresh line.
 """
 
 from __future__ import annotations
@@ -212,7 +213,30 @@ class SpendLog:
                     written += n
         except OSError as exc:
             failure = exc
+            written = self._cut_torn_tail(batch, len(prefix), written)
         return self._account(batch, len(prefix), written, failure)
+
+    def _cut_torn_tail(self, batch: list[_Entry], prefix: int, written: int) -> int:
+        """A write cut short (a full disk, a file size limit) leaves part of a line at the
+        end of the file: truncate it away, so the file holds whole lines only, whatever
+        is appended later. Returns how many of the batch's bytes stay in the file. Runs
+        only when a write failed; the gate is the log's only writer (it holds the lock)."""
+        whole = 0
+        if written >= prefix:
+            whole = prefix
+            for entry in batch:
+                if whole + len(entry.line) > written:
+                    break
+                whole += len(entry.line)
+        if whole == written or self._file is None:
+            return written
+        try:
+            fd = self._file.fileno()
+            os.ftruncate(fd, os.fstat(fd).st_size - (written - whole))
+        except OSError as exc:  # the next write starts on a fresh line instead
+            log.warning("spend log: cannot cut a torn line: %s", exc.strerror or exc)
+            return written
+        return whole
 
     def _account(
         self, batch: list[_Entry], offset: int, written: int, failure: OSError | None
