@@ -19,10 +19,12 @@ onto the next one — the next write starts on a fresh line.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import json
 import logging
 import os
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -100,6 +102,7 @@ class SpendLog:
         self._idle.set()
         self._fresh_line_needed = False
         self._writing = False
+        self._writing_batch: list[_Entry] = []  # taken by a write not yet finished
         self._lock_fd: int | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -120,16 +123,37 @@ class SpendLog:
         self._closing = True
         self._wakeup.set()
         if self._task is not None:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._task, timeout=10)
-            except TimeoutError:
-                log.error(
-                    "spend log: %d lines could not be written at shutdown", len(self._pending)
-                )
+        self._report_unwritten()
         await self._close_file()
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # releases the lock
             self._lock_fd = None
+
+    def _report_unwritten(self) -> None:
+        """The writer gave up at shutdown (a failing disk): never drop its lines silently.
+        A settlement or admin line goes to stderr as the JSON line it is (no secret is
+        ever in one), for an operator to append to the log; a durable line (a hold) is
+        failed instead, as it would be on any failed write: its request never went on."""
+        entries, self._pending = [*self._writing_batch, *self._pending], []
+        self._writing_batch = []
+        lines = [e.line for e in entries if e.future is None]
+        for entry in entries:
+            if entry.future is not None and not entry.future.done():
+                entry.future.set_exception(SpendLogError("the spend log closed unwritten"))
+        if not lines:
+            return
+        log.error(
+            "spend log %s: %d lines could not be written at shutdown (%s); they follow on "
+            "stderr, one JSON line each, to be appended to the log (a line whose request_id "
+            "is already in the log was written after all)",
+            self.path.name,
+            len(lines),
+            self.error or "the writer did not finish",
+        )
+        sys.stderr.write(b"".join(lines).decode())
+        sys.stderr.flush()
 
     async def flush(self) -> None:
         """Wait until everything appended so far has been written, or writing fails."""
@@ -167,9 +191,9 @@ class SpendLog:
             if not self._pending:
                 continue
             batch, self._pending = self._pending, []
-            self._writing = True
+            self._writing, self._writing_batch = True, batch
             left = await self._write(batch)
-            self._writing = False
+            self._writing, self._writing_batch = False, []
             for listener in self._listeners:
                 listener()
             self._idle.set()
