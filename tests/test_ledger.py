@@ -200,3 +200,28 @@ async def test_replay_over_a_torn_snapshot_keeps_every_request(tmp_path: Path) -
     again, log2 = await open_ledger(tmp_path, clock)
     assert again.account("a").spent == Decimal("0.75")
     await log2.close()
+
+
+async def test_replay_tells_holds_never_sent_from_holds_maybe_sent(tmp_path: Path) -> None:
+    """Issue 12 #5: a hold line that promised a send mark, without the mark, was never
+    sent; with the mark, or from a log written before marks (no `sent`), it may have
+    been. Snapshots keep the difference."""
+    clock = Clock(datetime(2026, 11, 20, 12, tzinfo=UTC))
+    ledger, log = await open_ledger(tmp_path, clock)
+    ledger.marks_sends = True
+    held = {}
+    for rid in ("quiet", "sent", "snap-quiet"):
+        outcome = await ledger.reserve("a", rid, HoldRequest(None, 10, 50), PRICES, DEFAULTS)
+        assert not isinstance(outcome, Refusal)
+        held[rid] = outcome[1]
+    mark = ledger.mark_sent(held["sent"])
+    assert mark is not None
+    await mark
+    assert ledger.mark_sent(held["sent"]) is None  # once
+    ledger.write_snapshot()
+    log.append({"event": "hold", "request_id": "old", "agent_id": "a", "held": 0.1})
+    await log.close()
+    again, log2 = await open_ledger(tmp_path, clock)
+    sent = {h.request_id: h.sent for h in again.open_holds()}
+    assert sent == {"quiet": False, "sent": True, "snap-quiet": False, "old": None}
+    await log2.close()
