@@ -345,11 +345,9 @@ class Ledger:
         return self._append(
             {
                 "ts": iso(self._clock()),
-                "event": "hold",
+                "event": "sent",
                 "request_id": hold.request_id,
                 "agent_id": hold.agent_id,
-                "held": hold.amount,
-                "sent": True,
             },
             durable=True,
         )
@@ -543,9 +541,12 @@ class Ledger:
             gen = record.get("generation_id")
             if isinstance(gen, str):
                 hold.generation_id = gen
-            sent = record.get("sent")
-            if isinstance(sent, bool) and hold.sent is not True:
-                hold.sent = sent
+            if record.get("sent") is False and hold.sent is None:
+                hold.sent = False  # a send mark comes before the request can leave
+            return
+        if event == "sent":
+            if isinstance(request_id, str) and (sent := self._holds.get(request_id)):
+                sent.sent = True
             return
         if event == "request" and isinstance(request_id, str):
             self._holds.pop(request_id, None)

@@ -3,7 +3,7 @@
 A hold line is on disk before a request goes upstream, but a crash can land between
 that line and the request's first byte on the wire (a burst of requests still waiting
 to be connected). So the upstream session's connection hooks wait, once per request,
-for a second, durable `hold` line with `"sent": true` — after the connection to
+for a durable `{"event": "sent"}` line naming the request — after the connection to
 upstream is made, just before the request is written on it. A crash recovery that finds
 a hold promising this mark (`"sent": false`) without it knows the request never left the
 gate, and charges it nothing (gate.reconcile). It costs one more group-committed line per
