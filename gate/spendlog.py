@@ -12,8 +12,9 @@ and awaited: it either reaches the file or is dropped and its future fails, so n
 request goes upstream unrecorded. Every other line (a settlement, a refusal, an admin
 change) is kept and retried until it is written. When a write fails the log reports
 `error` until a later write succeeds; a line cut short by a failing disk is cut
-away again (the file holds whole lines only), or, where even that fails, never glued
-onto the next one — the next write starts on a fresh line.
+away again, and one cut short by a crash is set aside at start (gate.logscan), so the
+file holds whole lines only — where even that fails, a torn line is never glued onto
+the next one: the next write starts on a fresh line.
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ import aiofiles
 from aiofiles.threadpool.binary import AsyncFileIO
 
 from .jsonfmt import dumps
-from .snapshots import SNAPSHOT_MARK as SNAPSHOT_MARK  # where start-up replays from
-from .snapshots import last_snapshot_offset as last_snapshot_offset
+from .logscan import SNAPSHOT_MARK as SNAPSHOT_MARK  # where start-up replays from
+from .logscan import last_snapshot_offset as last_snapshot_offset
+from .logscan import set_aside_torn_tail
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +114,10 @@ class SpendLog:
     async def start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock_fd = lock_log(self.path)
+        try:
+            set_aside_torn_tail(self.path)
+        except OSError as exc:  # the next write starts on a fresh line instead
+            log.warning("spend log: cannot set a torn last line aside: %s", exc.strerror or exc)
         try:
             await self._open()
         except OSError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import subprocess
 import sys
@@ -204,8 +205,11 @@ async def test_a_snapshot_torn_at_a_graceful_stop_keeps_the_spend(tmp_path: Path
             log.write_bytes(raw[: last + (len(raw) - last) // 2])  # torn mid-write
             gate = await start_gate(cfg, tmp_path)
             after = await spend(s, gate.url)
+            assert await gate.stop(signal.SIGTERM) == 0
         assert Decimal(str(before["agent-1"]["budget_spent"])) == charged > 0
         assert after == before
+        for line in log.read_bytes().splitlines():  # the torn one set aside: all whole
+            json.loads(line)
     finally:
         await gate.stop()
         await mock.stop()

@@ -142,3 +142,23 @@ async def test_lines_unwritten_at_shutdown_are_reported_not_dropped(
     assert any("3 lines could not be written at shutdown" in m for m in errors), errors
     printed = [json.loads(ln, parse_float=Decimal) for ln in capsys.readouterr().err.splitlines()]
     assert printed == lines
+
+
+async def test_a_line_torn_by_a_crash_is_set_aside_not_left_mid_log(tmp_path: Path) -> None:
+    """Issue 12 #3, the crash case: the log stays whole lines only (`jq -s` reads it); the
+    fragment is kept beside it, not erased. A last line that only lacks its newline is
+    a whole line and stays."""
+    path = tmp_path / "spend.jsonl"
+    path.write_bytes(b'{"a":1}\n{"a":2,"cost":0.1')  # killed mid-write
+    log = SpendLog(path)
+    await log.start()
+    log.append({"a": 3})
+    await log.close()
+    assert [json.loads(line) for line in path.read_bytes().splitlines()] == [{"a": 1}, {"a": 3}]
+    assert (tmp_path / "spend.jsonl.torn").read_bytes() == b'{"a":2,"cost":0.1\n'
+    path.write_bytes(b'{"a":1}\n{"a":2}')
+    log = SpendLog(path)
+    await log.start()
+    log.append({"a": 3})
+    await log.close()
+    assert path.read_bytes() == b'{"a":1}\n{"a":2}\n{"a":3}\n'

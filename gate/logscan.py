@@ -1,7 +1,6 @@
-"""Finding where start-up replays from: the spend log's last whole snapshot line.
-
-Read backwards from the end, so start-up costs the tail of the log, not all of it. Pure
-file reading, no asyncio.
+"""The spend log's end, read backwards at start-up: where replay starts (the last whole
+snapshot line) and a last line a crash cut short. Plain file I/O, no asyncio; start-up
+costs the tail of the log, not all of it.
 """
 
 from __future__ import annotations
@@ -77,3 +76,44 @@ def _whole_snapshot(f: BinaryIO, offset: int) -> bool:
         and isinstance(record.get("agents"), dict)
         and isinstance(record.get("holds", {}), dict)
     )
+
+
+def set_aside_torn_tail(path: Path) -> int:
+    """Move a last line a crash cut short (no newline, does not parse) to `<log>.torn`
+    and cut it from the log, so the log holds whole lines only and nothing is lost.
+    Returns the bytes moved. Only for the log's one writer (it holds the lock)."""
+    try:
+        f = path.open("r+b")
+    except FileNotFoundError:
+        return 0
+    with f:
+        size = f.seek(0, os.SEEK_END)
+        cut = size
+        while cut > 0:
+            start = max(0, cut - READ_CHUNK)
+            f.seek(start)
+            found = f.read(cut - start).rfind(b"\n")
+            cut = start if found < 0 else start + found + 1
+            if found >= 0:
+                break
+        if cut == size:
+            return 0
+        f.seek(cut)
+        tail = f.read()
+        try:
+            json.loads(tail)
+            return 0  # whole, only its newline missing: the next write starts a fresh line
+        except ValueError:
+            pass
+        torn = path.with_name(path.name + ".torn")
+        with torn.open("ab") as out:
+            out.write(tail + b"\n")
+            out.flush()
+            os.fsync(out.fileno())
+        f.truncate(cut)
+        f.flush()
+        os.fsync(f.fileno())
+    log.warning(
+        "spend log: a last line cut short by a crash (%d bytes) moved to %s", len(tail), torn.name
+    )
+    return len(tail)
