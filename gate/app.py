@@ -25,6 +25,7 @@ from .prices import PriceTable
 from .proxy import chat_completions, list_models
 from .reconcile import reconcile_open_holds, recover_expired_holds
 from .redis_store import RedisLedger, redacted
+from .sendmark import send_mark_trace
 from .sinks import running_sinks
 from .spendlog import SpendLog, last_snapshot_offset, read_records
 from .upstream import Upstream
@@ -73,7 +74,9 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
         key_status = KeyStatus()
         async with (
             contextlib.aclosing(ledger),  # closed last: settlements still owed go out
-            aiohttp.ClientSession(connector=connector) as session,
+            aiohttp.ClientSession(
+                connector=connector, trace_configs=[send_mark_trace()]
+            ) as session,
             running_sinks(cfg.sinks, spend_log) as sinks,  # closed after the tasks below
         ):
             gate = Gate(
@@ -122,6 +125,7 @@ async def _open_ledger(cfg: GateConfig, spend_log: SpendLog, clock: Clock) -> Le
         log.info("spend store: %s, shared by every instance on it", redacted(shared.store.url))
         return shared
     ledger = Ledger(cfg.agents, spend_log, clock)
+    ledger.marks_sends = True  # its replay tells a hold never sent from one maybe sent
     count = await asyncio.to_thread(_replay, ledger, cfg.spend_log)
     log.info("spend log: %d lines replayed, %d holds open", count, len(ledger.open_holds()))
     if count > SNAPSHOT_AT_START:

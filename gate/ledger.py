@@ -84,6 +84,10 @@ class Hold:
     amount: Decimal
     generation_id: str | None = None
     settled: bool = False
+    # Whether the request may have reached upstream: False while it cannot have (its
+    # hold line said a send mark would come first, and none came), True once the mark
+    # is on disk, None when the log cannot tell (a hold line from before send marks).
+    sent: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +116,9 @@ class Ledger:
         self._no_holds = asyncio.Event()
         self._no_holds.set()
         self._since_snapshot = 0
+        # Set where every upstream call waits for `mark_sent` (gate.sendmark): hold lines
+        # then promise a send mark before their request can reach upstream.
+        self.marks_sends = False
         self.observers: list[Observer] = []
         self.line_observers: list[LineObserver] = []
 
@@ -160,6 +167,7 @@ class Ledger:
                     "agent_id": h.agent_id,
                     "held": h.amount,
                     "generation_id": h.generation_id,
+                    "sent": h.sent,
                 }
                 for h in self._holds.values()
                 if not h.settled
@@ -281,6 +289,8 @@ class Ledger:
         """Open the hold and append its line (durable). Runs under the agent's lock."""
         self._holds[hold.request_id] = hold
         self._no_holds.clear()
+        if self.marks_sends:
+            hold.sent = False  # until `mark_sent`
         written = self._append(
             {
                 "ts": iso(now),
@@ -289,6 +299,7 @@ class Ledger:
                 "agent_id": hold.agent_id,
                 "held": hold.amount,
                 "tier": tier,
+                **({"sent": False} if hold.sent is False else {}),
             },
             durable=True,
         )
@@ -322,6 +333,23 @@ class Ledger:
                 "held": hold.amount,
                 "generation_id": generation_id,
             }
+        )
+
+    def mark_sent(self, hold: Hold) -> asyncio.Future[None] | None:
+        """Record, durably, that the request is about to reach upstream; its call waits
+        for the returned future. Without this mark a crash recovery knows the request
+        never left the gate (see gate.reconcile). None: nothing to wait for."""
+        if not self.marks_sends or hold.sent or hold.settled:
+            return None
+        hold.sent = True
+        return self._append(
+            {
+                "ts": iso(self._clock()),
+                "event": "sent",
+                "request_id": hold.request_id,
+                "agent_id": hold.agent_id,
+            },
+            durable=True,
         )
 
     def settle(self, hold: Hold, cost: Decimal, line: dict[str, Any]) -> Decimal | None:
@@ -513,6 +541,12 @@ class Ledger:
             gen = record.get("generation_id")
             if isinstance(gen, str):
                 hold.generation_id = gen
+            if record.get("sent") is False and hold.sent is None:
+                hold.sent = False  # a send mark comes before the request can leave
+            return
+        if event == "sent":
+            if isinstance(request_id, str) and (sent := self._holds.get(request_id)):
+                sent.sent = True
             return
         if event == "request" and isinstance(request_id, str):
             self._holds.pop(request_id, None)
@@ -553,6 +587,8 @@ class Ledger:
                 hold = Hold(request_id, saved["agent_id"], to_decimal(saved.get("held")) or ZERO)
                 gen = saved.get("generation_id")
                 hold.generation_id = gen if isinstance(gen, str) else None
+                sent = saved.get("sent")
+                hold.sent = sent if isinstance(sent, bool) else None
                 self._holds[request_id] = hold
 
 

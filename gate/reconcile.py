@@ -6,7 +6,7 @@ import asyncio
 import logging
 
 from .context import Gate
-from .cost import to_decimal
+from .cost import ZERO, to_decimal
 from .ledger import Hold
 from .redis_store import RedisLedger
 
@@ -37,6 +37,10 @@ async def recover_expired_holds(gate: Gate, ledger: RedisLedger) -> None:
 
 
 async def _reconcile(gate: Gate, hold: Hold) -> bool:
+    """Recovery charges only what upstream could have charged: the generation's real
+    cost when upstream names it; nothing when the request never left the gate (its
+    hold promised a send mark that never came, gate.sendmark); else, an unknown
+    outcome, the whole hold."""
     line: dict[str, object] = {
         "request_id": hold.request_id,
         "generation_id": hold.generation_id,
@@ -62,6 +66,10 @@ async def _reconcile(gate: Gate, hold: Hold) -> bool:
             )
             gate.ledger.settle(hold, cost, line)
             return True
+    if hold.generation_id is None and hold.sent is False:
+        line.update(cost_source="none", recovery="not_sent")
+        gate.ledger.settle(hold, ZERO, line)
+        return False
     line["cost_source"] = "hold"
     gate.ledger.settle(hold, hold.amount, line)
     return False

@@ -22,11 +22,14 @@ from .errors import (
     UPSTREAM_CREDITS,
     UPSTREAM_ERROR,
     error_response,
+    log_unavailable,
 )
 from .intake import Caller, ChatRequest, upstream_body
 from .ledger import Hold
 from .router import Admission
 from .scrub import scrub, scrub_bytes
+from .sendmark import before_send
+from .spendlog import SpendLogError
 from .upstream import UpstreamError, UpstreamUnreachable
 
 log = logging.getLogger(__name__)
@@ -165,6 +168,14 @@ async def open_upstream(call: Call) -> aiohttp.ClientResponse | web.Response:
             body,
             call.caller.authorization,
             on_retry=lambda status: metrics.retries.labels(str(status)).inc(),
+            before_send=before_send(call.gate.ledger, call.hold),
+        )
+    except SpendLogError as err:  # its send mark cannot be written: it was not sent
+        call.status = 503
+        call.settle(ZERO, "none")
+        refusal = log_unavailable(str(err))
+        return error_response(
+            503, refusal.type, refusal.message, {**call.headers(), **refusal.headers}
         )
     except UpstreamError as err:
         call.status = err.status

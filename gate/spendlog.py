@@ -11,17 +11,21 @@ A line that matters before money is spent (a hold) is appended with `durable=Tru
 and awaited: it either reaches the file or is dropped and its future fails, so no
 request goes upstream unrecorded. Every other line (a settlement, a refusal, an admin
 change) is kept and retried until it is written. When a write fails the log reports
-`error` until a later write succeeds; a line cut short by a failing disk is never
-glued onto the next one — the next write starts on a fresh line.
+`error` until a later write succeeds; a line cut short by a failing disk is cut
+away again, and one cut short by a crash is set aside at start (gate.logscan), so the
+file holds whole lines only — where even that fails, a torn line is never glued onto
+the next one: the next write starts on a fresh line.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import json
 import logging
 import os
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -32,6 +36,9 @@ import aiofiles
 from aiofiles.threadpool.binary import AsyncFileIO
 
 from .jsonfmt import dumps
+from .logscan import SNAPSHOT_MARK as SNAPSHOT_MARK  # where start-up replays from
+from .logscan import last_snapshot_offset as last_snapshot_offset
+from .logscan import set_aside_torn_tail
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +104,7 @@ class SpendLog:
         self._idle.set()
         self._fresh_line_needed = False
         self._writing = False
+        self._writing_batch: list[_Entry] = []  # taken by a write not yet finished
         self._lock_fd: int | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -106,6 +114,10 @@ class SpendLog:
     async def start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock_fd = lock_log(self.path)
+        try:
+            set_aside_torn_tail(self.path)
+        except OSError as exc:  # the next write starts on a fresh line instead
+            log.warning("spend log: cannot set a torn last line aside: %s", exc.strerror or exc)
         try:
             await self._open()
         except OSError as exc:
@@ -117,16 +129,37 @@ class SpendLog:
         self._closing = True
         self._wakeup.set()
         if self._task is not None:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._task, timeout=10)
-            except TimeoutError:
-                log.error(
-                    "spend log: %d lines could not be written at shutdown", len(self._pending)
-                )
+        self._report_unwritten()
         await self._close_file()
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # releases the lock
             self._lock_fd = None
+
+    def _report_unwritten(self) -> None:
+        """The writer gave up at shutdown (a failing disk): never drop its lines silently.
+        A settlement or admin line goes to stderr as the JSON line it is (no secret is
+        ever in one), for an operator to append to the log; a durable line (a hold) is
+        failed instead, as it would be on any failed write: its request never went on."""
+        entries, self._pending = [*self._writing_batch, *self._pending], []
+        self._writing_batch = []
+        lines = [e.line for e in entries if e.future is None]
+        for entry in entries:
+            if entry.future is not None and not entry.future.done():
+                entry.future.set_exception(SpendLogError("the spend log closed unwritten"))
+        if not lines:
+            return
+        log.error(
+            "spend log %s: %d lines could not be written at shutdown (%s); they follow on "
+            "stderr, one JSON line each, to be appended to the log (a line whose request_id "
+            "is already in the log was written after all)",
+            self.path.name,
+            len(lines),
+            self.error or "the writer did not finish",
+        )
+        sys.stderr.write(b"".join(lines).decode())
+        sys.stderr.flush()
 
     async def flush(self) -> None:
         """Wait until everything appended so far has been written, or writing fails."""
@@ -164,9 +197,9 @@ class SpendLog:
             if not self._pending:
                 continue
             batch, self._pending = self._pending, []
-            self._writing = True
+            self._writing, self._writing_batch = True, batch
             left = await self._write(batch)
-            self._writing = False
+            self._writing, self._writing_batch = False, []
             for listener in self._listeners:
                 listener()
             self._idle.set()
@@ -210,7 +243,30 @@ class SpendLog:
                     written += n
         except OSError as exc:
             failure = exc
+            written = self._cut_torn_tail(batch, len(prefix), written)
         return self._account(batch, len(prefix), written, failure)
+
+    def _cut_torn_tail(self, batch: list[_Entry], prefix: int, written: int) -> int:
+        """A write cut short (a full disk, a file size limit) leaves part of a line at the
+        end of the file: truncate it away, so the file holds whole lines only, whatever
+        is appended later. Returns how many of the batch's bytes stay in the file. Runs
+        only when a write failed; the gate is the log's only writer (it holds the lock)."""
+        whole = 0
+        if written >= prefix:
+            whole = prefix
+            for entry in batch:
+                if whole + len(entry.line) > written:
+                    break
+                whole += len(entry.line)
+        if whole == written or self._file is None:
+            return written
+        try:
+            fd = self._file.fileno()
+            os.ftruncate(fd, os.fstat(fd).st_size - (written - whole))
+        except OSError as exc:  # the next write starts on a fresh line instead
+            log.warning("spend log: cannot cut a torn line: %s", exc.strerror or exc)
+            return written
+        return whole
 
     def _account(
         self, batch: list[_Entry], offset: int, written: int, failure: OSError | None
@@ -294,34 +350,6 @@ def _ends_mid_line(path: Path) -> bool:
             return f.read(1) != b"\n"
     except OSError:
         return False
-
-
-# Snapshot lines start with exactly these bytes (the ledger writes "event" first), so
-# start-up can find the last one by reading the file backwards.
-SNAPSHOT_MARK = b'{"event":"snapshot"'
-
-
-def last_snapshot_offset(path: Path) -> int:
-    """Where the last snapshot line starts (0 when there is none): replay starts there,
-    so start-up reads the tail of the log, not all of it."""
-    try:
-        f = path.open("rb")
-    except FileNotFoundError:
-        return 0
-    with f:
-        end = f.seek(0, os.SEEK_END)
-        needle = b"\n" + SNAPSHOT_MARK
-        while end > 0:
-            start = max(0, end - READ_CHUNK)
-            f.seek(start)
-            block = f.read(end - start + len(needle))  # overlap the next block's head
-            found = block.rfind(needle)
-            if found >= 0:
-                return start + found + 1
-            if start == 0 and block.startswith(SNAPSHOT_MARK):
-                return 0
-            end = start
-    return 0
 
 
 def read_records(path: Path, offset: int = 0) -> Iterator[dict[str, Any]]:

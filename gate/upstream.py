@@ -102,10 +102,16 @@ class Upstream:
         )
 
     async def chat(
-        self, body: bytes, authorization: str, on_retry: Callable[[int], None] | None = None
+        self,
+        body: bytes,
+        authorization: str,
+        on_retry: Callable[[int], None] | None = None,
+        before_send: Callable[[], Awaitable[None]] | None = None,
     ) -> aiohttp.ClientResponse:
         """POST the chat completion; return the 200 response, unread. Retries what is
-        worth retrying; raises UpstreamError or UpstreamUnreachable otherwise."""
+        worth retrying; raises UpstreamError or UpstreamUnreachable otherwise.
+        `before_send` runs once a connection is ready, before the request is written on
+        it (gate.sendmark: the session's trace config calls it)."""
         url = self.config.base_url + "/chat/completions"
         attempt = 0
         while True:
@@ -117,6 +123,7 @@ class Upstream:
                     headers=self.headers(authorization),
                     allow_redirects=False,
                     timeout=self.timeout(),
+                    trace_request_ctx=before_send,
                 )
             except (aiohttp.ClientError, TimeoutError) as exc:
                 # Only a connection that was never made is safe to try again: once the

@@ -80,6 +80,19 @@ def test_compact_archives_the_head_and_keeps_the_tail(tmp_path: Path) -> None:
         compact(path)
 
 
+def test_compact_cuts_at_the_last_whole_snapshot_not_a_torn_one(tmp_path: Path) -> None:
+    """Issue 12 #1: a torn snapshot is no place to cut: the log would start at a line that
+    does not parse and a replay of it would lose the spend before it."""
+    path = tmp_path / "spend.jsonl"
+    lines_with_snapshot(path)
+    whole = path.read_bytes()
+    path.write_bytes(whole + b'{"event":"snapshot","agents":{"x":{"sp\n')
+    done = compact(path, now=datetime(2026, 11, 23, 14, 0, tzinfo=UTC))
+    kept = path.read_bytes()
+    assert kept.startswith(b'{"event":"snapshot","ts"')
+    assert done.archive.read_bytes() == whole[: whole.index(b'{"event":"snapshot"')]
+
+
 async def test_compact_refuses_while_a_gate_writes_the_log(tmp_path: Path) -> None:
     path = tmp_path / "spend.jsonl"
     lines_with_snapshot(path)

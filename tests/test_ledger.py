@@ -167,3 +167,61 @@ def test_iso_timestamps_are_utc_with_z() -> None:
     )
     assert ledger_module.parse_ts("garbage") is None
     assert ledger_module.parse_ts(5) is None
+
+
+def test_snapshot_offset_passes_over_torn_snapshots(tmp_path: Path) -> None:
+    """Issue 12 #1: only a whole snapshot that parses is where replay may start."""
+    path = tmp_path / "spend.jsonl"
+    good = b'{"event":"snapshot","agents":{"a":{"spent":1}},"holds":{}}\n'
+    torn = b'{"event":"snapshot","agents":{"a":{"spe'
+    request = b'{"event":"request","agent_id":"a","cost":0.5}\n'
+    path.write_bytes(request + torn)  # the stop's snapshot, torn: none is whole
+    assert last_snapshot_offset(path) == 0
+    path.write_bytes(request + good + request + torn + b"\n" + request + torn)
+    assert last_snapshot_offset(path) == len(request)  # the one before both torn ones
+    not_one = b'{"event":"snapshot","agents":[]}\n'
+    path.write_bytes(request + good + not_one)
+    assert last_snapshot_offset(path) == len(request)
+    path.write_bytes(good + request + torn)
+    assert last_snapshot_offset(path) == 0
+
+
+async def test_replay_over_a_torn_snapshot_keeps_every_request(tmp_path: Path) -> None:
+    clock = Clock(datetime(2026, 11, 20, 12, tzinfo=UTC))
+    ledger, log = await open_ledger(tmp_path, clock)
+    await spend_once(ledger, "a", "r1", Decimal("0.25"))
+    ledger.write_snapshot()
+    await spend_once(ledger, "a", "r2", Decimal("0.5"))
+    ledger.write_snapshot()
+    await log.close()
+    path = tmp_path / "spend.jsonl"
+    raw = path.read_bytes()
+    path.write_bytes(raw[:-20])  # the last snapshot torn
+    again, log2 = await open_ledger(tmp_path, clock)
+    assert again.account("a").spent == Decimal("0.75")
+    await log2.close()
+
+
+async def test_replay_tells_holds_never_sent_from_holds_maybe_sent(tmp_path: Path) -> None:
+    """Issue 12 #5: a hold line that promised a send mark, without the mark, was never
+    sent; with the mark, or from a log written before marks (no `sent`), it may have
+    been. Snapshots keep the difference."""
+    clock = Clock(datetime(2026, 11, 20, 12, tzinfo=UTC))
+    ledger, log = await open_ledger(tmp_path, clock)
+    ledger.marks_sends = True
+    held = {}
+    for rid in ("quiet", "sent", "snap-quiet"):
+        outcome = await ledger.reserve("a", rid, HoldRequest(None, 10, 50), PRICES, DEFAULTS)
+        assert not isinstance(outcome, Refusal)
+        held[rid] = outcome[1]
+    mark = ledger.mark_sent(held["sent"])
+    assert mark is not None
+    await mark
+    assert ledger.mark_sent(held["sent"]) is None  # once
+    ledger.write_snapshot()
+    log.append({"event": "hold", "request_id": "old", "agent_id": "a", "held": 0.1})
+    await log.close()
+    again, log2 = await open_ledger(tmp_path, clock)
+    sent = {h.request_id: h.sent for h in again.open_holds()}
+    assert sent == {"quiet": False, "sent": True, "snap-quiet": False, "old": None}
+    await log2.close()

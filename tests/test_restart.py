@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import subprocess
 import sys
@@ -175,3 +176,40 @@ def test_policy_yaml_without_key_names_the_one_problem(tmp_path: Path) -> None:
     assert done.stderr.strip().splitlines() == [
         "gate: cost_routing.openrouter.api_key: environment variable OPENROUTER_API_KEY is not set"
     ]
+
+
+async def test_a_snapshot_torn_at_a_graceful_stop_keeps_the_spend(tmp_path: Path) -> None:
+    """Issue 12 #1: a crash while the stop's snapshot was written leaves it torn; the
+    next start replays from the snapshot before it (or the start), never from the torn
+    one, which would drop every request line before it from the books."""
+    mock = await start_mock(tmp_path)
+    cfg = config_file(tmp_path, mock.url)
+    log = tmp_path / "spend.jsonl"
+    gate = await start_gate(cfg, tmp_path)
+    try:
+        async with aiohttp.ClientSession() as s:
+            for stream in (False, True):
+                async with s.post(
+                    gate.url + "/v1/chat/completions",
+                    json=chat(stream=stream),
+                    headers={"X-Agent-ID": "agent-1"},
+                ) as resp:
+                    assert resp.status == 200
+                    await resp.read()
+            before = await spend(s, gate.url)
+            assert await gate.stop(signal.SIGTERM) == 0
+            charged = books(log)
+            raw = log.read_bytes()
+            last = raw.rstrip(b"\n").rfind(b"\n") + 1
+            assert raw[last:].startswith(b'{"event":"snapshot"')  # the stop's snapshot
+            log.write_bytes(raw[: last + (len(raw) - last) // 2])  # torn mid-write
+            gate = await start_gate(cfg, tmp_path)
+            after = await spend(s, gate.url)
+            assert await gate.stop(signal.SIGTERM) == 0
+        assert Decimal(str(before["agent-1"]["budget_spent"])) == charged > 0
+        assert after == before
+        for line in log.read_bytes().splitlines():  # the torn one set aside: all whole
+            json.loads(line)
+    finally:
+        await gate.stop()
+        await mock.stop()

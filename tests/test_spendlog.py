@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
+from gate import spendlog
 from gate.spendlog import SpendLog, SpendLogError, read_records
 
 
@@ -114,3 +116,49 @@ async def test_failing_disk_reports_error_and_fails_durable_lines(tmp_path: Path
     await log.close()
     # The failed hold line was dropped; the settlement was kept and written once.
     assert [r["event"] for r in read_records(real)] == ["request"]
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+async def test_lines_unwritten_at_shutdown_are_reported_not_dropped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, capsys
+) -> None:
+    """Issue 13: the writer gives up at shutdown on a failing disk; the lines it could
+    not write are named in an error and handed to stderr as the JSON lines they are."""
+    monkeypatch.setattr(spendlog, "RETRY_MAX_SECONDS", 0.1)  # give up soon
+    link = tmp_path / "spend.jsonl"
+    link.symlink_to("/dev/full")
+    log = SpendLog(link)
+    await log.start()
+    hold = log.append({"event": "hold", "request_id": "h"}, durable=True)
+    lines = [{"event": "request", "request_id": f"r{i}", "cost": Decimal("0.5")} for i in range(3)]
+    for line in lines:
+        log.append(dict(line))
+    capsys.readouterr()
+    with caplog.at_level(logging.ERROR, logger="gate.spendlog"):
+        await log.close()
+    assert hold is not None and hold.done()
+    assert isinstance(hold.exception(), SpendLogError)  # a hold line is failed, not printed
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any("3 lines could not be written at shutdown" in m for m in errors), errors
+    printed = [json.loads(ln, parse_float=Decimal) for ln in capsys.readouterr().err.splitlines()]
+    assert printed == lines
+
+
+async def test_a_line_torn_by_a_crash_is_set_aside_not_left_mid_log(tmp_path: Path) -> None:
+    """Issue 12 #3, the crash case: the log stays whole lines only (`jq -s` reads it); the
+    fragment is kept beside it, not erased. A last line that only lacks its newline is
+    a whole line and stays."""
+    path = tmp_path / "spend.jsonl"
+    path.write_bytes(b'{"a":1}\n{"a":2,"cost":0.1')  # killed mid-write
+    log = SpendLog(path)
+    await log.start()
+    log.append({"a": 3})
+    await log.close()
+    assert [json.loads(line) for line in path.read_bytes().splitlines()] == [{"a": 1}, {"a": 3}]
+    assert (tmp_path / "spend.jsonl.torn").read_bytes() == b'{"a":2,"cost":0.1\n'
+    path.write_bytes(b'{"a":1}\n{"a":2}')
+    log = SpendLog(path)
+    await log.start()
+    log.append({"a": 3})
+    await log.close()
+    assert path.read_bytes() == b'{"a":1}\n{"a":2}\n{"a":3}\n'
