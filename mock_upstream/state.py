@@ -17,7 +17,8 @@ _STR = "str"
 
 @dataclass
 class Fault:
-    """How to misbehave for ONE chat request; queued FIFO in `MockState.faults`.
+    """How to misbehave for ONE inference request (of any API); queued FIFO in
+    `MockState.faults`.
 
     Streams: `first_delay` seconds of silence after the opening comment; `stall` seconds
     of silence after `stall_after` content chunks (or after all of them, if fewer): the
@@ -153,7 +154,11 @@ class MockState:
         return sum((g["total_cost"] for g in self.generations.values()), Decimal(0))
 
     def chat_count(self) -> int:
-        return len(self.requests)
+        return self.api_count("chat")
+
+    def api_count(self, api: str) -> int:
+        """How many requests `api` received (`chat`, `responses`, `messages`, ...)."""
+        return sum(1 for r in self.requests if r.get("api") == api)
 
     def next_fault(self) -> Fault:
         return self.faults.pop(0) if self.faults else Fault()
@@ -170,6 +175,7 @@ class MockState:
         cancelled: bool,
         finish_reason: str,
         provider: str,
+        api: str = "chat",
     ) -> dict[str, Any]:
         record: dict[str, Any] = {
             "id": gen_id,
@@ -182,6 +188,7 @@ class MockState:
             "created_at": datetime.now(UTC).isoformat(),
             "finish_reason": finish_reason,
             "provider_name": provider,
+            "api": api,
         }
         self.generations[gen_id] = record
         self.finished_at[gen_id] = time.monotonic()
