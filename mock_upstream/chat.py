@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from . import wire
+from .state import Fault
 from .engine import Api, Ask, Counts, Done, Plan, flag, serve, token_limit
 
 
@@ -35,7 +36,7 @@ def openai_ask(body: dict[str, Any], prompt: Any) -> Ask:
 class ChatApi(Api):
     name = "chat"
 
-    def ask(self, body: dict[str, Any]) -> Ask:
+    def ask(self, body: dict[str, Any], fault: Fault) -> Ask:
         return openai_ask(body, body.get("messages", []))
 
     def delta(self, plan: Plan, index: int, text: str) -> bytes:

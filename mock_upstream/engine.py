@@ -94,7 +94,8 @@ class Api:
     id_prefix = "gen-"
     accepts_x_api_key = False
 
-    def ask(self, body: dict[str, Any]) -> Ask:
+    def ask(self, body: dict[str, Any], fault: Fault) -> Ask:
+        """The request's fields (PlanError -> 400); `fault` for API-specific ones."""
         raise NotImplementedError
 
     def error(
@@ -151,7 +152,7 @@ def flag(obj: Any, name: str) -> bool:
 def make_plan(api: Api, body: dict[str, Any], body_size: int, fault: Fault, chunks: int) -> Plan:
     """Pure: the model that answers, token counts and what to report (PlanError -> 400)."""
     model = pick_model(body)
-    ask = api.ask(body)
+    ask = api.ask(body, fault)
     answer = fault.answer_model or model
     wanted = (fault.chunks if fault.chunks is not None else chunks) if ask.generates else 0
     completion = wanted if ask.max_tokens is None else min(wanted, ask.max_tokens)

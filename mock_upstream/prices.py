@@ -37,6 +37,7 @@ PRICES: MappingProxyType[str, ModelPrice] = MappingProxyType(
         "mistralai/mistral-small-3.2-24b-instruct": _p("0.00000005", "0.0000001"),
         "openai/gpt-5:online": _p("0.00000125", "0.00001"),
         "openai/gpt-4o": _p("0.0000025", "0.00001"),
+        "openai/text-embedding-3-small": _p("0.00000002", "0"),  # for /embeddings
     }
 )
 

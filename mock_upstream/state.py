@@ -26,6 +26,8 @@ class Fault:
     `keepalive` seconds when that is set. `hang` waits before answering anything at all.
     Like a real provider, the mock notices within a few milliseconds when its client
     leaves during any wait, stops, and bills what it generated (`cancelled: true`).
+    `tool_call`: a Messages request that offers tools, and whose last message holds no
+    `tool_result`, is answered with a `tool_use` block calling the first tool.
     """
 
     status: int | None = None
@@ -44,6 +46,7 @@ class Fault:
     hang: float | None = None
     stall_after: int | None = None
     stall: float = 0.0
+    tool_call: bool = False
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> Fault:
@@ -72,6 +75,7 @@ _FAULT_KINDS: dict[str, str] = {
     "hang": _FLOAT,
     "stall_after": _INT,
     "stall": _FLOAT,
+    "tool_call": _BOOL,
 }
 
 _CONFIG_KINDS: dict[str, str] = {
@@ -155,6 +159,12 @@ class MockState:
 
     def chat_count(self) -> int:
         return self.api_count("chat")
+
+    def requests_by_api(self) -> dict[str, int]:
+        counted: dict[str, int] = {}
+        for r in self.requests:
+            counted[r["api"]] = counted.get(r["api"], 0) + 1
+        return counted
 
     def api_count(self, api: str) -> int:
         """How many requests `api` received (`chat`, `responses`, `messages`, ...)."""
