@@ -14,9 +14,9 @@ from . import console, control, handlers, messages, wire
 from .chat import chat_completions
 from .completions import completions
 from .embeddings import embeddings
-from .responses import responses
 from .keys import MOCK_STATE, REQUEST_LOG
 from .reqlog import RequestLog
+from .responses import responses
 from .state import MockState
 
 __all__ = ["MOCK_STATE", "create_app"]

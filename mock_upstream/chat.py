@@ -7,17 +7,15 @@ from typing import Any
 from aiohttp import web
 
 from . import wire
-from .state import Fault
 from .engine import Api, Ask, Counts, Done, Plan, flag, serve, token_limit
+from .state import Fault
 
 
 def usage_dict(usage: Counts | None) -> dict[str, Any] | None:
     """OpenRouter's chat-style usage (chat and legacy completions)."""
     if usage is None:
         return None
-    return wire.usage(
-        usage.price, usage.prompt, usage.completion, with_cost=usage.cost is not None
-    )
+    return wire.usage(usage.price, usage.prompt, usage.completion, with_cost=usage.cost is not None)
 
 
 def openai_ask(body: dict[str, Any], prompt: Any) -> Ask:

@@ -8,8 +8,8 @@ from aiohttp import web
 
 from . import wire
 from .chat import openai_ask, usage_dict
-from .state import Fault
 from .engine import Api, Ask, Done, Plan, PlanError, serve
+from .state import Fault
 
 
 def _choice(text: str, finish: str | None) -> dict[str, Any]:

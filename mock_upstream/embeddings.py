@@ -15,8 +15,8 @@ from typing import Any
 from aiohttp import web
 
 from . import wire
-from .state import Fault
 from .engine import Api, Ask, Done, Plan, PlanError, serve
+from .state import Fault
 
 DIMENSIONS = 8
 

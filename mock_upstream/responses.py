@@ -16,8 +16,8 @@ from typing import Any
 
 from aiohttp import web
 
-from .state import Fault
 from .engine import Api, Ask, Counts, Done, Plan, PlanError, serve, token_limit
+from .state import Fault
 
 
 def usage_dict(usage: Counts | None) -> dict[str, Any] | None:

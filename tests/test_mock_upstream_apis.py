@@ -40,8 +40,10 @@ TOOLS = [
 BODIES: dict[str, dict[str, Any]] = {
     "responses": {
         "model": MODEL,
-        "input": [{"role": "developer", "content": [{"type": "input_text", "text": "Be brief."}]},
-                  {"role": "user", "content": [{"type": "input_text", "text": "Hello"}]}],
+        "input": [
+            {"role": "developer", "content": [{"type": "input_text", "text": "Be brief."}]},
+            {"role": "user", "content": [{"type": "input_text", "text": "Hello"}]},
+        ],
         "instructions": "You are a test.",
         "max_output_tokens": 8192,
         "store": False,
@@ -51,8 +53,12 @@ BODIES: dict[str, dict[str, Any]] = {
     "embeddings": {"model": EMBED, "input": ["one", "two"]},
 }
 STREAMING = ("responses", "messages", "completions")
-PATHS = {"responses": "/responses", "messages": "/messages", "completions": "/completions",
-         "embeddings": "/embeddings"}
+PATHS = {
+    "responses": "/responses",
+    "messages": "/messages",
+    "completions": "/completions",
+    "embeddings": "/embeddings",
+}
 
 
 def url(mock: Mock, api: str, prefix: str = "/api/v1") -> str:
@@ -91,10 +97,13 @@ def parse_events(text: str) -> tuple[list[str], list[tuple[str | None, Any]]]:
     return comments, events
 
 
-async def post(mock: Mock, api: str, prefix: str = "/api/v1", **extra: Any) -> aiohttp.ClientResponse:
+async def post(
+    mock: Mock, api: str, prefix: str = "/api/v1", **extra: Any
+) -> aiohttp.ClientResponse:
     async with aiohttp.ClientSession() as session:
-        resp = await session.post(url(mock, api, prefix), json={**BODIES[api], **extra},
-                                  headers=headers(api))
+        resp = await session.post(
+            url(mock, api, prefix), json={**BODIES[api], **extra}, headers=headers(api)
+        )
         await resp.read()
         return resp
 
@@ -179,8 +188,9 @@ async def test_messages_non_stream(mock: Mock, prefix: str) -> None:
 
 async def test_messages_max_tokens_and_bearer_auth(mock: Mock) -> None:
     async with aiohttp.ClientSession() as session:
-        resp = await session.post(url(mock, "messages"), headers=BEARER,
-                                  json={**BODIES["messages"], "max_tokens": 2})
+        resp = await session.post(
+            url(mock, "messages"), headers=BEARER, json={**BODIES["messages"], "max_tokens": 2}
+        )
         body = await resp.json()
     assert resp.status == 200
     assert body["stop_reason"] == "max_tokens" and body["usage"]["output_tokens"] == 2
@@ -196,9 +206,14 @@ async def test_messages_tool_use(mock: Mock) -> None:
     assert tool["name"] == "get_weather" and tool["input"] == {"city": "mock"}
     # once the tool has answered, the model speaks again
     mock.state.faults.append(Fault(tool_call=True))
-    turn = [*USER, {"role": "assistant", "content": [tool]},
-            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": tool["id"],
-                                          "content": "sunny"}]}]
+    turn = [
+        *USER,
+        {"role": "assistant", "content": [tool]},
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": tool["id"], "content": "sunny"}],
+        },
+    ]
     body = await (await post(mock, "messages", tools=TOOLS, messages=turn)).json()
     assert body["stop_reason"] == "end_turn" and [b["type"] for b in body["content"]] == ["text"]
 
@@ -264,8 +279,9 @@ async def test_bad_requests_are_400s_in_each_apis_shape(
 
 async def test_models_fallback_list(mock: Mock) -> None:
     for api in ("responses", "messages", "completions"):
-        body = await (await post(mock, api, model=None,
-                                 models=["nope/x", "anthropic/claude-haiku-4.5"])).json()
+        body = await (
+            await post(mock, api, model=None, models=["nope/x", "anthropic/claude-haiku-4.5"])
+        ).json()
         assert body["model"] == "anthropic/claude-haiku-4.5"
 
 
@@ -280,18 +296,24 @@ async def test_credentials_are_required(mock: Mock) -> None:
             else:
                 assert body["error"]["code"] == 401
         # x-api-key is Anthropic's way only
-        resp = await session.post(url(mock, "responses"), json=BODIES["responses"],
-                                  headers={"x-api-key": KEY})
+        resp = await session.post(
+            url(mock, "responses"), json=BODIES["responses"], headers={"x-api-key": KEY}
+        )
         assert resp.status == 401
         mock.state.expected_key = "right"
-        resp = await session.post(url(mock, "messages"), json=BODIES["messages"],
-                                  headers={"x-api-key": "wrong"})
+        resp = await session.post(
+            url(mock, "messages"), json=BODIES["messages"], headers={"x-api-key": "wrong"}
+        )
         assert resp.status == 401
-        resp = await session.post(url(mock, "messages"), json=BODIES["messages"],
-                                  headers={"x-api-key": "right"})
+        resp = await session.post(
+            url(mock, "messages"), json=BODIES["messages"], headers={"x-api-key": "right"}
+        )
         assert resp.status == 200
     assert mock.state.requests_by_api() == {
-        "responses": 2, "messages": 3, "completions": 1, "embeddings": 1
+        "responses": 2,
+        "messages": 3,
+        "completions": 1,
+        "embeddings": 1,
     }
     assert mock.state.chat_count() == 0
 
@@ -311,10 +333,15 @@ async def test_responses_stream_events(mock: Mock) -> None:
     names = [name for name, _ in events]
     n = mock.state.default_chunks
     assert names == [
-        "response.created", "response.in_progress", "response.output_item.added",
-        "response.content_part.added", *["response.output_text.delta"] * n,
-        "response.output_text.done", "response.content_part.done",
-        "response.output_item.done", "response.completed",
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+        *["response.output_text.delta"] * n,
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
     ]  # and no `data: [DONE]`
     assert all(data["type"] == name for name, data in events)
     assert [data["sequence_number"] for _, data in events] == list(range(len(events)))
@@ -342,15 +369,23 @@ async def test_messages_stream_events(mock: Mock) -> None:
     names = [name for name, _ in events]
     n = mock.state.default_chunks
     assert names == [
-        "message_start", "content_block_start", "ping", *["content_block_delta"] * n,
-        "content_block_stop", "message_delta", "message_stop",
+        "message_start",
+        "content_block_start",
+        "ping",
+        *["content_block_delta"] * n,
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
     ]
     assert all(data["type"] == name for name, data in events)
     start = events[0][1]["message"]
     assert start["id"] == resp.headers["X-Generation-Id"] and start["content"] == []
     assert start["usage"]["input_tokens"] > 0 and start["usage"]["output_tokens"] == 0
-    assert all(d["delta"]["type"] == "text_delta" for name, d in events if name.endswith("delta")
-               and name != "message_delta")
+    assert all(
+        d["delta"]["type"] == "text_delta"
+        for name, d in events
+        if name.endswith("delta") and name != "message_delta"
+    )
     delta = events[-2][1]
     assert delta["delta"] == {"stop_reason": "end_turn", "stop_sequence": None}
     usage = delta["usage"]
@@ -363,8 +398,14 @@ async def test_messages_stream_tool_use(mock: Mock) -> None:
     mock.state.faults.append(Fault(tool_call=True, chunks=2))
     _, events = await stream(mock, "messages", tools=TOOLS)
     names = [name for name, _ in events]
-    assert names[-6:] == ["content_block_stop", "content_block_start", "content_block_delta",
-                          "content_block_stop", "message_delta", "message_stop"]
+    assert names[-6:] == [
+        "content_block_stop",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    ]
     start = next(d for name, d in events if name == "content_block_start" and d["index"] == 1)
     assert start["content_block"]["type"] == "tool_use"
     assert start["content_block"]["name"] == "get_weather"
@@ -379,7 +420,9 @@ async def test_completions_stream(mock: Mock) -> None:
     *content, stop, usage_chunk, done = data
     assert done == "[DONE]" and len(content) == mock.state.default_chunks
     for chunk in content:
-        assert chunk["object"] == "text_completion" and chunk["id"] == resp.headers["X-Generation-Id"]
+        assert (
+            chunk["object"] == "text_completion" and chunk["id"] == resp.headers["X-Generation-Id"]
+        )
         assert chunk["choices"][0]["text"] and chunk["choices"][0]["finish_reason"] is None
     assert stop["choices"][0]["finish_reason"] == "stop"
     usage = usage_chunk["usage"]
@@ -399,8 +442,10 @@ async def test_status_fault_with_retry_after(mock: Mock, api: str) -> None:
     assert resp.status == 429 and resp.headers["Retry-After"] == "2"
     body = await resp.json()
     if api == "messages":
-        assert body == {"type": "error", "error": {"type": "rate_limit_error",
-                                                   "message": "slow down"}}
+        assert body == {
+            "type": "error",
+            "error": {"type": "rate_limit_error", "message": "slow down"},
+        }
     else:
         assert body == {"error": {"code": 429, "message": "slow down"}}
     mock.state.faults.append(Fault(status=529))
@@ -413,8 +458,9 @@ async def test_status_fault_with_retry_after(mock: Mock, api: str) -> None:
 async def test_cut_mid_stream_bills_what_was_sent(mock: Mock, api: str) -> None:
     mock.state.faults.append(Fault(cut_after=3, chunks=10))
     async with aiohttp.ClientSession() as session:
-        resp = await session.post(url(mock, api), json={**BODIES[api], "stream": True},
-                                  headers=headers(api))
+        resp = await session.post(
+            url(mock, api), json={**BODIES[api], "stream": True}, headers=headers(api)
+        )
         with pytest.raises(aiohttp.ClientPayloadError):
             await resp.read()
     (record,) = mock.state.generations.values()
@@ -442,13 +488,17 @@ async def test_error_event_mid_stream(mock: Mock, api: str) -> None:
     if api == "responses":
         name, data = events[-1]
         assert name == "response.failed" and data["response"]["status"] == "failed"
-        assert data["response"]["error"] == {"code": "server_error",
-                                             "message": "provider fell over"}
+        assert data["response"]["error"] == {
+            "code": "server_error",
+            "message": "provider fell over",
+        }
         assert data["response"]["usage"]["output_tokens"] == 2
         assert Decimal(str(data["response"]["usage"]["cost"])) == record["total_cost"]
     elif api == "messages":
-        assert events[-1] == ("error", {"type": "error", "error": {
-            "type": "api_error", "message": "provider fell over"}})
+        assert events[-1] == (
+            "error",
+            {"type": "error", "error": {"type": "api_error", "message": "provider fell over"}},
+        )
         assert "message_stop" not in [name for name, _ in events]
     else:
         *_, error, usage_chunk, done = [d for _, d in events]
@@ -501,8 +551,9 @@ async def test_slow_chunks_and_keepalives(mock: Mock, api: str) -> None:
     loop = asyncio.get_running_loop()
     started = loop.time()
     async with aiohttp.ClientSession() as session:
-        resp = await session.post(url(mock, api), json={**BODIES[api], "stream": True},
-                                  headers=headers(api))
+        resp = await session.post(
+            url(mock, api), json={**BODIES[api], "stream": True}, headers=headers(api)
+        )
         arrivals = [piece async for piece in resp.content.iter_any()]
     assert loop.time() - started >= 0.35 + 2 * 0.05
     assert len(arrivals) >= 3
@@ -515,8 +566,9 @@ async def test_slow_chunks_and_keepalives(mock: Mock, api: str) -> None:
 async def test_a_client_leaving_mid_stream_is_billed(mock: Mock, api: str) -> None:
     mock.state.faults.append(Fault(chunks=4, stall_after=2, stall=60))
     async with aiohttp.ClientSession() as session:
-        resp = await session.post(url(mock, api), json={**BODIES[api], "stream": True},
-                                  headers=headers(api))
+        resp = await session.post(
+            url(mock, api), json={**BODIES[api], "stream": True}, headers=headers(api)
+        )
         seen = b""
         while seen.count(b"lorem") + seen.count(b"ipsum") < 2:
             seen += await resp.content.readany()
@@ -551,22 +603,27 @@ async def test_generation_knows_every_api(mock: Mock) -> None:
         ids[api] = resp.headers["X-Generation-Id"]
     async with aiohttp.ClientSession() as session:
         for api, gen_id in ids.items():
-            resp = await session.get(str(mock.server.make_url("/api/v1/generation")),
-                                     params={"id": gen_id}, headers=BEARER)
+            resp = await session.get(
+                str(mock.server.make_url("/api/v1/generation")),
+                params={"id": gen_id},
+                headers=BEARER,
+            )
             data = (await resp.json())["data"]
             record = mock.state.generations[gen_id]
             assert data["id"] == gen_id and data["api"] == api
             assert Decimal(str(data["total_cost"])) == record["total_cost"] > 0
-    assert sum(r["total_cost"] for r in mock.state.generations.values()) == \
-        mock.state.total_charged()
+    assert (
+        sum(r["total_cost"] for r in mock.state.generations.values()) == mock.state.total_charged()
+    )
 
 
 async def test_request_log_names_the_api_and_redacts_keys(mock: Mock, tmp_path: Path) -> None:
     for api in PATHS:
         await post(mock, api)
     async with aiohttp.ClientSession() as session:
-        await session.post(url(mock, "messages"), json=BODIES["messages"],
-                           headers={**BEARER, **X_API_KEY})
+        await session.post(
+            url(mock, "messages"), json=BODIES["messages"], headers={**BEARER, **X_API_KEY}
+        )
     text = (tmp_path / "openrouter_requests.log").read_text()
     assert KEY not in text and KEY not in json.dumps(mock.state.requests)
     lines = [json.loads(line) for line in text.splitlines()]
@@ -581,3 +638,153 @@ async def test_request_log_names_the_api_and_redacts_keys(mock: Mock, tmp_path: 
         stats = await resp.json()
     assert stats["requests_by_api"] == {api: 1 for api in PATHS} | {"messages": 2}
     assert stats["chat_requests"] == 0 and stats["generations"] == 5
+
+
+# --- the official SDKs as clients ----------------------------------------------------------
+
+
+def openai_client(mock: Mock) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=mock.base_url, api_key=KEY, max_retries=0)
+
+
+def anthropic_client(mock: Mock, **auth: Any) -> anthropic.AsyncAnthropic:
+    # Anthropic clients take OpenRouter's `https://openrouter.ai/api` as their base URL
+    base = str(mock.server.make_url("/api"))
+    return anthropic.AsyncAnthropic(base_url=base, max_retries=0, **(auth or {"api_key": KEY}))
+
+
+async def test_openai_sdk_responses(mock: Mock) -> None:
+    async with openai_client(mock) as client:
+        answer = await client.responses.create(
+            model=MODEL, input="Hello", instructions="Be brief.", max_output_tokens=100
+        )
+        assert answer.status == "completed" and answer.model == MODEL
+        assert answer.output_text == "lorem ipsum dolor sit amet consectetur adipiscing elit "
+        assert answer.usage is not None and answer.usage.output_tokens == 8
+        record = mock.state.generations[answer.id]
+        assert Decimal(str(answer.usage.model_extra["cost"])) == record["total_cost"]
+
+        events = [
+            e
+            async for e in await client.responses.create(
+                model=MODEL, input=[{"role": "user", "content": "Hello"}], stream=True
+            )
+        ]
+    assert [e.type for e in events][:2] == ["response.created", "response.in_progress"]
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    completed = events[-1]
+    assert completed.type == "response.completed"
+    assert completed.response.output_text == text and completed.response.usage is not None
+    assert completed.response.usage.output_tokens == 8
+    assert mock.state.requests_by_api() == {"responses": 2}
+
+
+async def test_openai_sdk_responses_stream_helper_and_failure(mock: Mock) -> None:
+    async with openai_client(mock) as client:
+        async with client.responses.stream(model=MODEL, input="Hello") as events:
+            final = await events.get_final_response()
+        assert final.output_text.split()[0] == "lorem"
+        mock.state.faults.append(Fault(status=503))
+        with pytest.raises(openai.InternalServerError):
+            await client.responses.create(model=MODEL, input="Hello")
+        mock.state.faults.append(Fault(error_after=1))
+        events = [
+            e async for e in await client.responses.create(model=MODEL, input="Hello", stream=True)
+        ]
+    assert events[-1].type == "response.failed"
+    assert events[-1].response.error is not None
+
+
+async def test_openai_sdk_completions(mock: Mock) -> None:
+    async with openai_client(mock) as client:
+        answer = await client.completions.create(model=MODEL, prompt="Once", max_tokens=3)
+        assert answer.object == "text_completion" and answer.choices[0].finish_reason == "length"
+        assert answer.choices[0].text == "lorem ipsum dolor "
+        assert answer.usage is not None and answer.usage.completion_tokens == 3
+        chunks = [
+            c
+            async for c in await client.completions.create(
+                model=MODEL, prompt="Once", stream=True, stream_options={"include_usage": True}
+            )
+        ]
+    text = "".join(c.choices[0].text for c in chunks if c.choices)
+    assert text.split() == "lorem ipsum dolor sit amet consectetur adipiscing elit".split()
+    assert chunks[-1].usage is not None and chunks[-1].usage.model_extra["cost"] > 0
+
+
+async def test_openai_sdk_embeddings(mock: Mock) -> None:
+    async with openai_client(mock) as client:
+        answer = await client.embeddings.create(model=EMBED, input=["one", "two"])
+        single = await client.embeddings.create(model=EMBED, input="one", encoding_format="float")
+    assert [d.index for d in answer.data] == [0, 1] and answer.model == EMBED
+    assert single.data[0].embedding == answer.data[0].embedding
+    assert answer.usage.prompt_tokens == answer.usage.total_tokens > 0
+
+
+async def test_anthropic_sdk_messages_create(mock: Mock, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    # the key as `x-api-key` only, as OpenClaw's anthropic-messages adapter sends it
+    async with anthropic_client(mock, api_key=None, default_headers={"x-api-key": KEY}) as client:
+        message = await client.messages.create(
+            model=MODEL, max_tokens=1024, system="Be brief.", messages=USER
+        )
+        assert message.type == "message" and message.stop_reason == "end_turn"
+        assert message.content[0].type == "text"
+        assert message.content[0].text.split()[0] == "lorem"
+        assert message.usage.output_tokens == 8
+        record = mock.state.generations[message.id]
+        assert Decimal(str(message.usage.model_extra["cost"])) == record["total_cost"]
+    sent = mock.state.requests[-1]
+    sent_headers = {name.lower(): value for name, value in sent["headers"].items()}
+    assert sent["api"] == "messages" and sent_headers["x-api-key"] == "***redacted***"
+    assert "authorization" not in sent_headers and sent_headers["anthropic-version"]
+
+
+async def test_anthropic_sdk_messages_stream(mock: Mock) -> None:
+    async with anthropic_client(mock, auth_token=KEY) as client:  # ANTHROPIC_AUTH_TOKEN way
+        async with client.messages.stream(model=MODEL, max_tokens=5, messages=USER) as events:
+            text = "".join([piece async for piece in events.text_stream])
+            final = await events.get_final_message()
+    assert text == "lorem ipsum dolor sit amet "
+    assert final.stop_reason == "max_tokens" and final.usage.output_tokens == 5
+    assert final.usage.input_tokens > 0
+    sent_headers = {k.lower(): v for k, v in mock.state.requests[-1]["headers"].items()}
+    assert sent_headers["authorization"] == "Bearer ***redacted***"
+
+
+async def test_anthropic_sdk_tool_use(mock: Mock) -> None:
+    mock.state.faults.extend([Fault(tool_call=True), Fault(tool_call=True)])
+    async with anthropic_client(mock) as client:
+        message = await client.messages.create(
+            model=MODEL,
+            max_tokens=1024,
+            messages=USER,
+            tools=TOOLS,  # type: ignore[arg-type]
+        )
+        assert message.stop_reason == "tool_use"
+        (tool,) = [b for b in message.content if b.type == "tool_use"]
+        assert tool.name == "get_weather" and tool.input == {"city": "mock"}
+        async with client.messages.stream(
+            model=MODEL,
+            max_tokens=1024,
+            messages=USER,
+            tools=TOOLS,  # type: ignore[arg-type]
+        ) as events:
+            final = await events.get_final_message()
+    assert final.stop_reason == "tool_use"
+    (streamed,) = [b for b in final.content if b.type == "tool_use"]
+    assert streamed.name == "get_weather" and streamed.input == {"city": "mock"}
+
+
+async def test_anthropic_sdk_errors(mock: Mock) -> None:
+    mock.state.faults.append(Fault(status=429, retry_after=1))
+    async with anthropic_client(mock) as client:
+        with pytest.raises(anthropic.RateLimitError) as refused:
+            await client.messages.create(model=MODEL, max_tokens=10, messages=USER)
+        assert refused.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
+        mock.state.faults.append(Fault(error_after=2, message="provider fell over"))
+        with pytest.raises(anthropic.APIStatusError, match="provider fell over"):
+            async with client.messages.stream(model=MODEL, max_tokens=10, messages=USER) as events:
+                async for _ in events:
+                    pass
