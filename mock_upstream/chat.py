@@ -7,7 +7,8 @@ from typing import Any
 from aiohttp import web
 
 from . import wire
-from .engine import Api, Ask, Counts, Done, Plan, flag, serve, token_limit
+from .engine import Api, serve
+from .plan import Ask, Counts, Done, Plan, flag, token_limit
 from .state import Fault
 
 

@@ -8,7 +8,8 @@ from aiohttp import web
 
 from . import wire
 from .chat import openai_ask, usage_dict
-from .engine import Api, Ask, Done, Plan, PlanError, serve
+from .engine import Api, serve
+from .plan import Ask, Done, Plan, PlanError
 from .state import Fault
 
 

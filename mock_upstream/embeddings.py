@@ -15,7 +15,8 @@ from typing import Any
 from aiohttp import web
 
 from . import wire
-from .engine import Api, Ask, Done, Plan, PlanError, serve
+from .engine import Api, serve
+from .plan import Ask, Done, Plan, PlanError
 from .state import Fault
 
 DIMENSIONS = 8

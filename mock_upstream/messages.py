@@ -20,7 +20,8 @@ from typing import Any
 from aiohttp import web
 
 from . import wire
-from .engine import Api, Ask, Done, Plan, PlanError, serve, token_limit
+from .engine import Api, serve
+from .plan import Ask, Done, Plan, PlanError, token_limit
 from .state import Fault
 
 _ERROR_TYPES = {

@@ -16,7 +16,8 @@ from typing import Any
 
 from aiohttp import web
 
-from .engine import Api, Ask, Counts, Done, Plan, PlanError, serve, token_limit
+from .engine import Api, serve
+from .plan import Ask, Counts, Done, Plan, PlanError, token_limit
 from .state import Fault
 
 
