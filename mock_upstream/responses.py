@@ -7,6 +7,8 @@ A streamed answer is `event:`/`data:` pairs: `response.created`, `response.in_pr
 (or `response.incomplete` when `max_output_tokens` cut the answer short) carrying the
 whole response with its usage and cost. A mid-stream error is `response.failed` with
 `response.error` and the usage so far. No `data: [DONE]` follows (see the package doc).
+With a `tool_call` fault, a request offering function tools (and whose input answers no
+call yet) also gets a `function_call` output item calling the first one.
 """
 
 from __future__ import annotations
@@ -72,6 +74,12 @@ def _status(done: Done | None) -> str:
     return {"error": "failed", "length": "incomplete"}.get(done.finish, "completed")
 
 
+def _output(plan: Plan, done: Done) -> list[dict[str, Any]]:
+    items = [_item(plan, done.text)]
+    call = _call(plan, _arguments(plan)) if done.error is None else None
+    return items if call is None else [*items, call]
+
+
 def response(plan: Plan, done: Done | None) -> dict[str, Any]:
     """The Response object; `done=None` is the in-progress one that opens a stream."""
     status = _status(done)
@@ -82,7 +90,7 @@ def response(plan: Plan, done: Done | None) -> dict[str, Any]:
         "model": plan.reply.model,
         "provider": plan.reply.provider,
         "status": status,
-        "output": [] if done is None else [_item(plan, done.text)],
+        "output": [] if done is None else _output(plan, done),
         "error": None
         if done is None or done.error is None
         else {"code": "server_error", "message": done.error},
@@ -109,6 +117,74 @@ def _input(body: dict[str, Any]) -> Any:
 _OPENING = 4  # created, in_progress, output_item.added, content_part.added
 
 
+def _function_tool(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The first function tool offered, unless the input already answers a call."""
+    tools = body.get("tools")
+    if not isinstance(tools, list):
+        return None
+    items = body.get("input")
+    if isinstance(items, list) and any(
+        isinstance(item, dict) and item.get("type") == "function_call_output" for item in items
+    ):
+        return None
+    return next(
+        (
+            tool
+            for tool in tools
+            if isinstance(tool, dict)
+            and tool.get("type") == "function"
+            and isinstance(tool.get("name"), str)
+        ),
+        None,
+    )
+
+
+def _call(plan: Plan, arguments: str | None) -> dict[str, Any] | None:
+    """The function_call output item (`arguments=None` while it is being written)."""
+    tool = plan.ask.extra.get("tool")
+    if tool is None:
+        return None
+    suffix = plan.reply.gen_id.removeprefix(ResponsesApi.id_prefix)
+    return {
+        "type": "function_call",
+        "id": f"fc_{suffix}",
+        "call_id": f"call_{suffix}",
+        "name": tool["name"],
+        "arguments": "" if arguments is None else arguments,
+        "status": "in_progress" if arguments is None else "completed",
+    }
+
+
+def _arguments(plan: Plan) -> str:
+    tool = plan.ask.extra.get("tool") or {}
+    schema = tool.get("parameters")
+    required = schema.get("required", []) if isinstance(schema, dict) else []
+    return json.dumps({str(name): "mock" for name in required if isinstance(name, str)})
+
+
+def _message_done(plan: Plan, text: str) -> list[dict[str, Any]]:
+    where = {"item_id": _item_id(plan), "output_index": 0, "content_index": 0}
+    return [
+        {"type": "response.output_text.done", **where, "text": text, "logprobs": []},
+        {"type": "response.content_part.done", **where, "part": _part(text)},
+        {"type": "response.output_item.done", "output_index": 0, "item": _item(plan, text)},
+    ]
+
+
+def _call_events(plan: Plan) -> list[dict[str, Any]]:
+    opened = _call(plan, None)
+    if opened is None:
+        return []
+    arguments = _arguments(plan)
+    where = {"item_id": opened["id"], "output_index": 1}
+    return [
+        {"type": "response.output_item.added", "output_index": 1, "item": opened},
+        {"type": "response.function_call_arguments.delta", **where, "delta": arguments},
+        {"type": "response.function_call_arguments.done", **where, "arguments": arguments},
+        {"type": "response.output_item.done", "output_index": 1, "item": _call(plan, arguments)},
+    ]
+
+
 class ResponsesApi(Api):
     name = "responses"
 
@@ -123,6 +199,7 @@ class ResponsesApi(Api):
             extra={
                 "instructions": body.get("instructions"),
                 "tools": tools if isinstance(tools, list) else [],
+                "tool": _function_tool(body) if fault.tool_call else None,
             },
         )
 
@@ -164,39 +241,19 @@ class ResponsesApi(Api):
         )
 
     def closing(self, plan: Plan, done: Done) -> list[bytes]:
-        seq = _OPENING + done.tokens
         final = response(plan, done)
         if done.error is not None:
-            return [_event({"type": "response.failed", "sequence_number": seq, "response": final})]
-        where = {"item_id": _item_id(plan), "output_index": 0, "content_index": 0}
-        last = "response.incomplete" if final["status"] == "incomplete" else "response.completed"
+            events: list[dict[str, Any]] = [{"type": "response.failed", "response": final}]
+        else:
+            events = [*_message_done(plan, done.text), *_call_events(plan)]
+            last = (
+                "response.incomplete" if final["status"] == "incomplete" else "response.completed"
+            )
+            events.append({"type": last, "response": final})
+        first = _OPENING + done.tokens
         return [
-            _event(
-                {
-                    "type": "response.output_text.done",
-                    "sequence_number": seq,
-                    **where,
-                    "text": done.text,
-                    "logprobs": [],
-                }
-            ),
-            _event(
-                {
-                    "type": "response.content_part.done",
-                    "sequence_number": seq + 1,
-                    **where,
-                    "part": _part(done.text),
-                }
-            ),
-            _event(
-                {
-                    "type": "response.output_item.done",
-                    "sequence_number": seq + 2,
-                    "output_index": 0,
-                    "item": _item(plan, done.text),
-                }
-            ),
-            _event({"type": last, "sequence_number": seq + 3, "response": final}),
+            _event({"type": e["type"], "sequence_number": first + n, **e})
+            for n, e in enumerate(events)
         ]
 
     def body(self, plan: Plan, done: Done) -> tuple[int, dict[str, Any]]:

@@ -26,8 +26,9 @@ class Fault:
     `keepalive` seconds when that is set. `hang` waits before answering anything at all.
     Like a real provider, the mock notices within a few milliseconds when its client
     leaves during any wait, stops, and bills what it generated (`cancelled: true`).
-    `tool_call`: a Messages request that offers tools, and whose last message holds no
-    `tool_result`, is answered with a `tool_use` block calling the first tool.
+    `tool_call`: a Messages (Responses) request that offers tools, and holds no answer to
+    a call yet, is answered with a `tool_use` block (`function_call` item) calling the
+    first tool.
     """
 
     status: int | None = None

@@ -414,6 +414,47 @@ async def test_messages_stream_tool_use(mock: Mock) -> None:
     assert events[-2][1]["delta"]["stop_reason"] == "tool_use"
 
 
+FUNCTIONS = [
+    {
+        "type": "function",
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    }
+]
+
+
+async def test_responses_function_call(mock: Mock) -> None:
+    mock.state.faults.extend([Fault(tool_call=True, chunks=2)] * 3)
+    _, events = await stream(mock, "responses", tools=FUNCTIONS)
+    assert [data["sequence_number"] for _, data in events] == list(range(len(events)))
+    names = [name for name, _ in events]
+    assert names[-5:] == [
+        "response.output_item.added",
+        "response.function_call_arguments.delta",
+        "response.function_call_arguments.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    message, call = events[-1][1]["response"]["output"]
+    assert message["type"] == "message"
+    assert (call["type"], call["name"], call["status"]) == (
+        "function_call",
+        "get_weather",
+        "completed",
+    )
+    assert json.loads(call["arguments"]) == {"city": "mock"} and call["call_id"]
+    body = await (await post(mock, "responses", tools=FUNCTIONS)).json()
+    assert [item["type"] for item in body["output"]] == ["message", "function_call"]
+    answered = [{"type": "function_call_output", "call_id": call["call_id"], "output": "sun"}]
+    body = await (await post(mock, "responses", tools=FUNCTIONS, input=answered)).json()
+    assert [item["type"] for item in body["output"]] == ["message"]
+
+
 async def test_completions_stream(mock: Mock) -> None:
     resp, events = await stream(mock, "completions")
     data = [d for _, d in events]
@@ -695,6 +736,29 @@ async def test_openai_sdk_responses_stream_helper_and_failure(mock: Mock) -> Non
     assert events[-1].response.error is not None
 
 
+async def test_openai_sdk_responses_function_call(mock: Mock) -> None:
+    mock.state.faults.extend([Fault(tool_call=True), Fault(tool_call=True)])
+    async with openai_client(mock) as client:
+        answer = await client.responses.create(
+            model=MODEL,
+            input="Weather?",
+            tools=FUNCTIONS,
+        )
+        events = [
+            e
+            async for e in await client.responses.create(
+                model=MODEL,
+                input="Weather?",
+                tools=FUNCTIONS,
+                stream=True,
+            )
+        ]
+    calls = [item for item in answer.output if item.type == "function_call"]
+    assert [(c.name, json.loads(c.arguments)) for c in calls] == [("get_weather", {"city": "mock"})]
+    done = [e for e in events if e.type == "response.function_call_arguments.done"]
+    assert [json.loads(e.arguments) for e in done] == [{"city": "mock"}]
+
+
 async def test_openai_sdk_completions(mock: Mock) -> None:
     async with openai_client(mock) as client:
         answer = await client.completions.create(model=MODEL, prompt="Once", max_tokens=3)
@@ -760,7 +824,7 @@ async def test_anthropic_sdk_tool_use(mock: Mock) -> None:
             model=MODEL,
             max_tokens=1024,
             messages=USER,
-            tools=TOOLS,  # type: ignore[arg-type]
+            tools=TOOLS,
         )
         assert message.stop_reason == "tool_use"
         (tool,) = [b for b in message.content if b.type == "tool_use"]
@@ -769,7 +833,7 @@ async def test_anthropic_sdk_tool_use(mock: Mock) -> None:
             model=MODEL,
             max_tokens=1024,
             messages=USER,
-            tools=TOOLS,  # type: ignore[arg-type]
+            tools=TOOLS,
         ) as events:
             final = await events.get_final_message()
     assert final.stop_reason == "tool_use"
@@ -782,7 +846,7 @@ async def test_anthropic_sdk_errors(mock: Mock) -> None:
     async with anthropic_client(mock) as client:
         with pytest.raises(anthropic.RateLimitError) as refused:
             await client.messages.create(model=MODEL, max_tokens=10, messages=USER)
-        assert refused.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
+        assert refused.value.body["error"]["type"] == "rate_limit_error"
         mock.state.faults.append(Fault(error_after=2, message="provider fell over"))
         with pytest.raises(anthropic.APIStatusError, match="provider fell over"):
             async with client.messages.stream(model=MODEL, max_tokens=10, messages=USER) as events:
