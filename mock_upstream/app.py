@@ -10,10 +10,13 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from . import console, control, handlers, wire
+from . import console, control, handlers, messages, wire
 from .chat import chat_completions
+from .completions import completions
+from .embeddings import embeddings
 from .keys import MOCK_STATE, REQUEST_LOG
 from .reqlog import RequestLog
+from .responses import responses
 from .state import MockState
 
 __all__ = ["MOCK_STATE", "create_app"]
@@ -23,6 +26,10 @@ MAX_BODY_BYTES = 64 * 1024 * 1024  # far above the gate's own limit, so the gate
 _API_PREFIXES = ("/api/v1", "/v1")
 _API_ROUTES: list[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]]] = [
     ("POST", "/chat/completions", chat_completions),
+    ("POST", "/responses", responses),
+    ("POST", "/messages", messages.messages),
+    ("POST", "/completions", completions),
+    ("POST", "/embeddings", embeddings),
     ("GET", "/models", handlers.models),
     ("GET", "/key", handlers.key),
     ("GET", "/generation", handlers.generation),
@@ -49,7 +56,18 @@ async def openrouter_errors(request: web.Request, handler: Handler) -> web.Strea
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
+        if _api_of(request.path) == "messages":
+            return messages.error_response(exc.status, exc.reason)
         return wire.error_response(exc.status, exc.reason)
+
+
+def _api_of(path: str) -> str | None:
+    """`chat`, `responses`, `messages`, ... for an API path; None for any other."""
+    for prefix in _API_PREFIXES:
+        if path.startswith(prefix + "/"):
+            rest = path[len(prefix) + 1 :]
+            return "chat" if rest == "chat/completions" else rest
+    return None
 
 
 def _parsed(raw: bytes) -> Any:
@@ -66,7 +84,7 @@ async def log_requests(request: web.Request, handler: Handler) -> web.StreamResp
     if not request.path.startswith(_NOT_LOGGED):
         raw = await request.read() if request.body_exists else b""
         request.app[REQUEST_LOG].write(
-            request.method, request.path, request.headers.get("Authorization"), _parsed(raw)
+            request.method, request.path, _api_of(request.path), request.headers, _parsed(raw)
         )
     return await handler(request)
 

@@ -42,6 +42,7 @@ async def stats(request: web.Request) -> web.Response:
     return web.json_response(
         {
             "chat_requests": state.chat_count(),
+            "requests_by_api": state.requests_by_api(),
             "total_charged": float(total),
             "total_charged_str": str(total),
             "generations": len(state.generations),

@@ -19,7 +19,7 @@ async def key(request: web.Request) -> web.Response:
     state = request.app[MOCK_STATE]
     denied = auth_error(request, state)
     if denied is not None:
-        return denied
+        return wire.error_response(401, denied)
     used = state.total_charged()
     limit = Decimal(str(state.key_limit))
     return web.json_response(
@@ -40,7 +40,7 @@ async def generation(request: web.Request) -> web.Response:
     state = request.app[MOCK_STATE]
     denied = auth_error(request, state)
     if denied is not None:
-        return denied
+        return wire.error_response(401, denied)
     gen_id = request.query.get("id", "")
     if not gen_id:
         return wire.error_response(400, "Missing generation id")

@@ -42,6 +42,7 @@ PRICES: MappingProxyType[str, ModelPrice] = MappingProxyType(
         "anthropic/claude-3-haiku": _p("0.00000025", "0.00000125"),
         "openai/gpt-4o-mini": _p("0.00000015", "0.0000006"),
         "mistralai/mistral-7b-instruct": _p("0.000000028", "0.000000054"),
+        "openai/text-embedding-3-small": _p("0.00000002", "0"),  # for /embeddings
     }
 )
 

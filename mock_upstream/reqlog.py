@@ -42,14 +42,20 @@ class RequestLog:
             self._file.close()
             self._file = None
 
-    def write(self, method: str, path: str, authorization: str | None, body: Any) -> None:
+    def write(
+        self, method: str, path: str, api: str | None, headers: Mapping[str, str], body: Any
+    ) -> None:
+        """One line: `api` names the API (`chat`, `responses`, `messages`, ...); the
+        credentials (`Authorization`, `x-api-key`) are only said to be there."""
         if self._file is None:
             return
         entry = {
             "ts": datetime.now(UTC).isoformat(),
             "method": method,
             "path": path,
-            "authorization": REDACTED if authorization is not None else None,
+            "api": api,
+            "authorization": REDACTED if "Authorization" in headers else None,
+            "x_api_key": "***redacted***" if "x-api-key" in headers else None,
             "body": body,
         }
         self._file.write(json.dumps(entry, ensure_ascii=False) + "\n")

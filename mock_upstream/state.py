@@ -17,7 +17,8 @@ _STR = "str"
 
 @dataclass
 class Fault:
-    """How to misbehave for ONE chat request; queued FIFO in `MockState.faults`.
+    """How to misbehave for ONE inference request (of any API); queued FIFO in
+    `MockState.faults`.
 
     Streams: `first_delay` seconds of silence after the opening comment; `stall` seconds
     of silence after `stall_after` content chunks (or after all of them, if fewer): the
@@ -25,6 +26,9 @@ class Fault:
     `keepalive` seconds when that is set. `hang` waits before answering anything at all.
     Like a real provider, the mock notices within a few milliseconds when its client
     leaves during any wait, stops, and bills what it generated (`cancelled: true`).
+    `tool_call`: a Messages (Responses) request that offers tools, and holds no answer to
+    a call yet, is answered with a `tool_use` block (`function_call` item) calling the
+    first tool.
     """
 
     status: int | None = None
@@ -43,6 +47,7 @@ class Fault:
     hang: float | None = None
     stall_after: int | None = None
     stall: float = 0.0
+    tool_call: bool = False
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> Fault:
@@ -71,6 +76,7 @@ _FAULT_KINDS: dict[str, str] = {
     "hang": _FLOAT,
     "stall_after": _INT,
     "stall": _FLOAT,
+    "tool_call": _BOOL,
 }
 
 _CONFIG_KINDS: dict[str, str] = {
@@ -153,7 +159,17 @@ class MockState:
         return sum((g["total_cost"] for g in self.generations.values()), Decimal(0))
 
     def chat_count(self) -> int:
-        return len(self.requests)
+        return self.api_count("chat")
+
+    def requests_by_api(self) -> dict[str, int]:
+        counted: dict[str, int] = {}
+        for r in self.requests:
+            counted[r["api"]] = counted.get(r["api"], 0) + 1
+        return counted
+
+    def api_count(self, api: str) -> int:
+        """How many requests `api` received (`chat`, `responses`, `messages`, ...)."""
+        return sum(1 for r in self.requests if r.get("api") == api)
 
     def next_fault(self) -> Fault:
         return self.faults.pop(0) if self.faults else Fault()
@@ -170,6 +186,7 @@ class MockState:
         cancelled: bool,
         finish_reason: str,
         provider: str,
+        api: str = "chat",
     ) -> dict[str, Any]:
         record: dict[str, Any] = {
             "id": gen_id,
@@ -182,6 +199,7 @@ class MockState:
             "created_at": datetime.now(UTC).isoformat(),
             "finish_reason": finish_reason,
             "provider_name": provider,
+            "api": api,
         }
         self.generations[gen_id] = record
         self.finished_at[gen_id] = time.monotonic()

@@ -61,12 +61,13 @@ def error_response(
     status: int, message: str | None = None, retry_after: float | None = None
 ) -> web.Response:
     """The one builder of OpenRouter error answers: `{"error": {"code", "message"}}`."""
-    headers = {"Retry-After": _seconds(retry_after)} if retry_after is not None else None
+    headers = {"Retry-After": retry_after_value(retry_after)} if retry_after is not None else None
     body = error_body(status, message if message is not None else default_message(status))
     return web.json_response(body, status=status, headers=headers)
 
 
-def _seconds(value: float) -> str:
+def retry_after_value(value: float) -> str:
+    """A `Retry-After` header value: whole seconds without a fraction."""
     return str(int(value)) if float(value).is_integer() else str(value)
 
 
