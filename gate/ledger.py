@@ -255,7 +255,8 @@ class Ledger:
             self._roll(acct, now, record=True)
             decision = self._decide(acct, ask, prices, defaults)
             if isinstance(decision, Refusal):
-                self._notify(agent_id, "refused")
+                if decision.status == 402:  # the budget's refusal, not a body too costly
+                    self._notify(agent_id, "refused")
                 return decision
             hold = Hold(request_id, agent_id, decision.hold)
             written = self._record_hold(hold, decision.tier.name, now)

@@ -332,7 +332,8 @@ class RedisLedger(Ledger):
                     raise
                 outcome = self._reserve_local(acct, request_id, ask, prices, defaults)
             if isinstance(outcome, Refusal):
-                self._notify(agent_id, "refused")
+                if outcome.status == 402:  # the budget's refusal, not a body too costly
+                    self._notify(agent_id, "refused")
                 return outcome
             decision, hold = outcome
             written = self._record_hold(hold, decision.tier.name, self._clock())
