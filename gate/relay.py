@@ -24,6 +24,7 @@ from .errors import (
     error_response,
 )
 from .intake import Caller, ChatRequest, upstream_body
+from .jsonfmt import finite_float
 from .ledger import Hold
 from .router import Admission
 from .scrub import scrub, scrub_bytes
@@ -62,8 +63,8 @@ class Call:
         info: dict[str, Any] = {
             "agent_id": self.caller.policy.agent_id,
             "request_id": self.hold.request_id,
-            "cost": float(cost),
-            "budget_remaining": None if remaining is None else float(remaining),
+            "cost": finite_float(cost),
+            "budget_remaining": None if remaining is None else finite_float(remaining),
             "models_allowed": list(self.admission.tier.models),
             "tier": self.admission.tier.name,
         }

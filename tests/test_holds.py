@@ -8,7 +8,7 @@ import json
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -26,8 +26,10 @@ from gate.cost import (
 from gate.demand import read_demand
 from gate.errors import GateError
 from gate.jsonfmt import dumps
-from gate.ledger import HoldDefaults, HoldRequest, Ledger
+from gate.intake import Caller
+from gate.ledger import Hold, HoldDefaults, HoldRequest, Ledger
 from gate.prices import parse_models
+from gate.relay import Call
 from gate.router import Admission, Refusal, admit, remaining_fraction
 from gate.spendlog import SpendLog
 
@@ -362,3 +364,20 @@ async def test_hold_line_covers_what_the_body_can_cost_end_to_end(
     await client.app[GATE].ledger.spend_log.flush()
     held = [r["held"] for r in spend_lines(tmp_path / "spend.jsonl") if r["event"] == "hold"]
     assert held[0] == expected(len(raw))
+
+
+def test_the_execwall_note_to_the_client_never_carries_a_non_finite_number() -> None:
+    tier = Tier("only", D(0), ("v/m",))
+    call = Call(
+        cast(Any, None),
+        cast(Any, None),
+        cast(Any, None),
+        Caller(policy(False), "Bearer x"),
+        Admission(tier, ("v/m",), D(1), None, False),
+        Hold("req-1", "a", D(1)),
+        {},
+        0.0,
+    )
+    # a cost upstream reported past what a float can carry
+    note = call.execwall(D("1E+400"), D("-1E+400"))
+    assert strict(json.dumps(note))["cost"] is None
