@@ -25,8 +25,8 @@ from gate.cost import (
 )
 from gate.demand import read_demand
 from gate.errors import GateError
-from gate.jsonfmt import dumps
 from gate.intake import Caller
+from gate.jsonfmt import dumps
 from gate.ledger import Hold, HoldDefaults, HoldRequest, Ledger
 from gate.prices import parse_models
 from gate.relay import Call
