@@ -12,7 +12,7 @@ from typing import Any, cast
 
 import pytest
 
-from gate.config import AgentPolicy, Tier
+from gate.config import AgentPolicy, ConfigError, Tier
 from gate.context import GATE
 from gate.cost import (
     IMAGE_PROMPT_TOKENS,
@@ -381,3 +381,17 @@ def test_the_execwall_note_to_the_client_never_carries_a_non_finite_number() -> 
     # a cost upstream reported past what a float can carry
     note = call.execwall(D("1E+400"), D("-1E+400"))
     assert strict(json.dumps(note))["cost"] is None
+
+
+def test_config_reads_the_hold_bounds_and_keeps_them_within_what_stays_exact(
+    tmp_path: Path,
+) -> None:
+    cfg = make_config(
+        tmp_path,
+        "http://127.0.0.1:9/api/v1",
+        holds={"max_hold_usd": 250, "max_tokens_ceiling": 64000},
+    )
+    assert (cfg.holds.max_hold_usd, cfg.holds.max_tokens_ceiling) == (D(250), 64000)
+    for bad in ({"max_hold_usd": 2_000_000}, {"max_hold_usd": 0}, {"max_tokens_ceiling": 10**9}):
+        with pytest.raises(ConfigError):
+            make_config(tmp_path, "http://127.0.0.1:9/api/v1", holds=bad)
