@@ -114,6 +114,7 @@ _AGENT_KEYS = (
 )
 _TIER_KEYS = ("threshold", "models", "name")
 _ROOT = "cost_routing"
+_TOKENS, _HOLD_USD = Decimal(10**8), Decimal(10**6)  # bounds that keep holds exact
 _OR = OpenRouterConfig(base_url="", api_key=None)  # field defaults
 
 
@@ -416,7 +417,13 @@ def parse_config(
         root,
         "holds",
         _ROOT,
-        ("default_max_tokens", "unknown_model_usd_per_token", "plugin_usd_per_request"),
+        (
+            "default_max_tokens",
+            "unknown_model_usd_per_token",
+            "plugin_usd_per_request",
+            "max_tokens_ceiling",
+            "max_hold_usd",
+        ),
     )
     am = r.section(root, "alerts", _ROOT)  # may carry keys for other tools: not checked
     admin_token = _env_secret(r, "GATE_ADMIN_TOKEN", f"{_ROOT}.admin_token", None) or r.secret(
@@ -460,6 +467,12 @@ def parse_config(
             plugin_usd_per_request=r.decimal(
                 hm, "plugin_usd_per_request", hp, holds.plugin_usd_per_request
             ),
+            max_tokens_ceiling=int(
+                r.number(hm, "max_tokens_ceiling", hp, positive=True, whole=True, high=_TOKENS)
+                or holds.max_tokens_ceiling
+            ),
+            max_hold_usd=r.number(hm, "max_hold_usd", hp, positive=True, high=_HOLD_USD)
+            or holds.max_hold_usd,
         ),
         console=_console(r, root),
         alerts=_alerts(r, am, f"{_ROOT}.alerts"),

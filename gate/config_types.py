@@ -69,6 +69,9 @@ class LimitsConfig:
     client_timeout_seconds: float = 30.0  # a body read or one write to a client may stall this long
 
 
+MAX_TOKENS_CEILING = 2_000_000  # no model's context is larger today
+
+
 @dataclass(frozen=True, slots=True)
 class HoldsConfig:
     default_max_tokens: int = 4096
@@ -76,6 +79,13 @@ class HoldsConfig:
     # held on top of tokens for a request using plugins / web search (billed per request;
     # OpenRouter's web plugin: 5 results at $4 per 1000)
     plugin_usd_per_request: Decimal = Decimal("0.02")
+    # the most a body may name in `max_tokens`, `max_completion_tokens`, `reasoning.max_tokens`
+    # (the models' context lengths from /models bound the hold further)
+    max_tokens_ceiling: int = MAX_TOKENS_CEILING
+    # the largest hold one request may place: a body that could cost more is limited
+    # (max_tokens lowered) or refused. Keeps every sum exact and, on Redis, far inside
+    # signed 64-bit pico-USD (about 9.2 million USD)
+    max_hold_usd: Decimal = Decimal(1000)
 
 
 @dataclass(frozen=True, slots=True)

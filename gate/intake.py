@@ -13,6 +13,8 @@ from typing import Any
 from aiohttp import web
 
 from .config import AgentPolicy, GateConfig
+from .config_types import MAX_TOKENS_CEILING
+from .demand import Demand, read_demand
 from .errors import AUTHENTICATION, INVALID_REQUEST, PERMISSION, GateError
 
 AGENT_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -123,9 +125,12 @@ class ChatRequest:
     max_tokens: int | None
     wants_usage: bool
     uses_plugins: bool = False  # plugins / web search: a per-request charge on top of tokens
+    demand: Demand | None = None  # what the body can cost (`gate.demand`)
 
 
-def chat_request(body: dict[str, Any], size: int) -> ChatRequest:
+def chat_request(
+    body: dict[str, Any], size: int, max_tokens_ceiling: int = MAX_TOKENS_CEILING
+) -> ChatRequest:
     """Check the fields the gate relies on; anything else passes to upstream as sent."""
     model = body.get("model")
     if model is not None and not isinstance(model, str):
@@ -136,24 +141,14 @@ def chat_request(body: dict[str, Any], size: int) -> ChatRequest:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise GateError(400, INVALID_REQUEST, "'messages' must be a non-empty list")
-    max_tokens = _max_tokens(body)
+    demand = read_demand(body, size, max_tokens_ceiling)
     options = body.get("stream_options")
     wants_usage = isinstance(options, Mapping) and options.get("include_usage") is True
     plugins = body.get("plugins")
     uses_plugins = bool(plugins) or body.get("web_search_options") is not None
-    return ChatRequest(body, size, stream, model, max_tokens, wants_usage, uses_plugins)
-
-
-def _max_tokens(body: Mapping[str, Any]) -> int | None:
-    found: int | None = None
-    for key in ("max_tokens", "max_completion_tokens"):
-        value = body.get(key)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise GateError(400, INVALID_REQUEST, f"'{key}' must be a positive integer")
-        found = value if found is None else min(found, value)
-    return found
+    return ChatRequest(
+        body, size, stream, model, demand.max_tokens, wants_usage, uses_plugins, demand
+    )
 
 
 def upstream_body(request: ChatRequest, models: tuple[str, ...], max_tokens: int | None) -> bytes:

@@ -1,16 +1,47 @@
-"""JSON out of the gate: compact, with money (Decimal) as JSON numbers."""
+"""JSON out of the gate: compact, with money (Decimal) as JSON numbers, and never a
+non-finite number (`Infinity`/`NaN` are not JSON: strict readers and the dashboard's
+`JSON.parse` fail on them). Holds are bounded where they are made; this is the last line."""
 
 from __future__ import annotations
 
 import json
+import logging
+import math
 from decimal import Decimal
 from functools import partial
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def finite_float(value: Decimal | float) -> float | None:
+    """`value` as a float, or None when it is not finite (or too large for one)."""
+    number = float(value)
+    return number if math.isfinite(number) else None
 
 
 def _default(value: object) -> object:
     if isinstance(value, Decimal):
-        return float(value)
+        return float(value)  # a non-finite result is refused by allow_nan=False
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-dumps = partial(json.dumps, separators=(",", ":"), default=_default)
+def _finite(value: Any) -> Any:
+    if isinstance(value, Decimal | float):
+        return finite_float(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+_dumps = partial(json.dumps, separators=(",", ":"), default=_default, allow_nan=False)
+
+
+def dumps(value: Any, **kwargs: Any) -> str:
+    try:
+        return _dumps(value, **kwargs)
+    except ValueError:  # a non-finite number: written as null, said once per value
+        log.error("a non-finite number was about to be written as JSON; wrote null instead")
+        return _dumps(_finite(value), **kwargs)

@@ -19,9 +19,9 @@ from decimal import Decimal
 from typing import Any
 
 from .config import AgentPolicy, Tier
-from .cost import ZERO, ModelPrice, to_decimal
+from .cost import NO_EXTRAS, ZERO, BodyCost, ModelPrice, to_decimal
 from .periods import period_end, period_start
-from .router import Admission, Refusal, admit, choose_tier, remaining_fraction
+from .router import MAX_HOLD_USD, Admission, Refusal, admit, choose_tier, remaining_fraction
 from .spendlog import SpendLog, SpendLogError
 
 log = logging.getLogger(__name__)
@@ -95,13 +95,15 @@ class HoldRequest:
     requested_model: str | None
     prompt_tokens: int
     max_tokens: int | None
-    extra_usd: Decimal = ZERO  # a per-request charge tokens do not show (e.g. web search)
+    extra_usd: Decimal = ZERO  # a per-request charge tokens do not show (an unpriced plugin)
+    body: BodyCost = NO_EXTRAS  # choices, reasoning, images, web search: priced on top
 
 
 @dataclass(frozen=True, slots=True)
 class HoldDefaults:
     unknown_price: Decimal
     default_max_tokens: int
+    max_hold_usd: Decimal = MAX_HOLD_USD
 
 
 class Ledger:
@@ -261,11 +263,12 @@ class Ledger:
             self._roll(acct, now, record=True)
             decision = self._decide(acct, ask, prices, defaults)
             if isinstance(decision, Refusal):
-                self._notify(agent_id, "refused")
+                if decision.status == 402:  # the budget's refusal, not a body too costly
+                    self._notify(agent_id, "refused")
                 return decision
             hold = Hold(request_id, agent_id, decision.hold)
-            acct.held += hold.amount
             written = self._record_hold(hold, decision.tier.name, now)
+            self._sync_held(acct)
         await self._hold_on_disk(hold, written)
         return decision, hold
 
@@ -283,6 +286,8 @@ class Ledger:
             d.unknown_price,
             d.default_max_tokens,
             ask.extra_usd,
+            ask.body,
+            d.max_hold_usd,
         )
 
     def _record_hold(self, hold: Hold, tier: str, now: datetime) -> asyncio.Future[None]:
@@ -364,7 +369,7 @@ class Ledger:
         remaining: Decimal | None = None
         if acct is not None:
             self._roll(acct, now, record=True)
-            acct.held -= hold.amount
+            self._sync_held(acct)
             acct.spent += cost
             remaining = acct.remaining
         line.update(
@@ -411,7 +416,16 @@ class Ledger:
         self._forget(hold)
         acct = self._accounts.get(hold.agent_id)
         if acct is not None:
-            acct.held -= hold.amount
+            self._sync_held(acct)
+
+    def _sync_held(self, acct: Account) -> None:
+        """`held` is the sum of the agent's open holds, summed again on every change (a
+        running tally could drift); a shared store keeps its own (`RedisLedger`)."""
+        agent_id = acct.policy.agent_id
+        acct.held = sum(
+            (h.amount for h in self._holds.values() if h.agent_id == agent_id and not h.settled),
+            ZERO,
+        )
 
     # -- admin ------------------------------------------------------------------------
 

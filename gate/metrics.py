@@ -17,6 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from .config import AgentPolicy
+from .jsonfmt import finite_float
 
 if TYPE_CHECKING:
     from .ledger import Ledger
@@ -102,7 +103,7 @@ class Metrics:
         agent, model_label = self.agent(agent_id), self.model(model)
         self.requests.labels(agent, tier or "none", model_label, str(status)).inc()
         if cost:
-            self.spend.labels(agent, model_label).inc(float(cost))
+            self.spend.labels(agent, model_label).inc(finite_float(cost) or 0.0)
         self.latency.labels("true" if stream else "false").observe(seconds)
 
     def upstream_answer(self, status: int, seconds: float) -> None:
@@ -147,7 +148,7 @@ class _LedgerCollector(Collector):
             family = GaugeMetricFamily(name, doc, labels=["agent"])
             for view in views:
                 if view is not None:
-                    family.add_metric([view["agent_id"]], float(view[key]))
+                    family.add_metric([view["agent_id"]], finite_float(view[key]) or 0.0)
             yield family
         spend_log = ledger.spend_log
         yield CounterMetricFamily(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
+from decimal import Decimal
 from types import MappingProxyType
 from typing import Any
 
@@ -21,8 +22,9 @@ RETRY_SECONDS = 30.0
 
 
 def parse_models(document: Any) -> dict[str, ModelPrice]:
-    """`{"data": [{"id", "pricing": {"prompt", "completion", "request"}}]}` → prices.
-    Entries without a usable price are left out (the unknown-model price applies)."""
+    """`{"data": [{"id", "context_length", "pricing": {"prompt", "completion", "request",
+    "image", "web_search"}}]}` → prices. Entries without a usable price are left out (the
+    unknown-model price applies); a missing or odd context length leaves it unknown."""
     prices: dict[str, ModelPrice] = {}
     data = document.get("data") if isinstance(document, dict) else None
     if not isinstance(data, list):
@@ -35,11 +37,25 @@ def parse_models(document: Any) -> dict[str, ModelPrice]:
             continue
         prompt = to_decimal(pricing.get("prompt"))
         completion = to_decimal(pricing.get("completion"))
-        request = to_decimal(pricing.get("request")) or ZERO
         if prompt is None or completion is None or prompt < 0 or completion < 0:
             continue  # OpenRouter marks variable-priced routers with -1
-        prices[entry["id"]] = ModelPrice(prompt, completion, max(request, ZERO))
+        context = entry.get("context_length")
+        if isinstance(context, bool) or not isinstance(context, int) or context < 1:
+            context = None
+        prices[entry["id"]] = ModelPrice(
+            prompt,
+            completion,
+            _extra(pricing, "request"),
+            _extra(pricing, "image"),
+            _extra(pricing, "web_search"),
+            context,
+        )
     return prices
+
+
+def _extra(pricing: dict[str, Any], key: str) -> Decimal:
+    value = to_decimal(pricing.get(key))
+    return value if value is not None and value > 0 else ZERO
 
 
 class PriceTable:

@@ -13,9 +13,10 @@ from typing import Any
 from aiohttp import web
 
 from .context import GATE, Gate
-from .cost import ZERO, estimate_prompt_tokens
+from .cost import ZERO
 from .errors import (
     BUDGET_EXHAUSTED,
+    INVALID_REQUEST,
     OVERLOADED,
     GateError,
     log_unavailable,
@@ -23,7 +24,7 @@ from .errors import (
 )
 from .intake import agent_id_of, chat_request, identify, read_json_object
 from .ledger import HoldDefaults, HoldRequest
-from .redis_store import SpendStoreError
+from .redis_store import SpendStoreError, SpendStoreRefused
 from .relay import Call, relay_json
 from .router import Refusal
 from .spendlog import SpendLogError
@@ -62,7 +63,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             request, cfg.limits.max_body_bytes, cfg.limits.client_timeout_seconds
         )
         line["stream"] = body.get("stream") is True
-        chat = chat_request(body, size)
+        chat = chat_request(body, size, cfg.holds.max_tokens_ceiling)
+        demand = chat.demand
+        assert demand is not None
         spend_log = gate.ledger.spend_log
         if spend_log.error is not None:
             raise log_unavailable(spend_log.error)
@@ -76,13 +79,20 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
                 line["request_id"],
                 HoldRequest(
                     chat.model,
-                    estimate_prompt_tokens(size),
-                    chat.max_tokens,
-                    cfg.holds.plugin_usd_per_request if chat.uses_plugins else ZERO,
+                    demand.prompt_tokens,
+                    demand.max_tokens,
+                    cfg.holds.plugin_usd_per_request * demand.unpriced_plugins,
+                    demand.body,
                 ),
                 gate.prices.prices,
-                HoldDefaults(cfg.holds.unknown_model_usd_per_token, cfg.holds.default_max_tokens),
+                HoldDefaults(
+                    cfg.holds.unknown_model_usd_per_token,
+                    cfg.holds.default_max_tokens,
+                    cfg.holds.max_hold_usd,
+                ),
             )
+        except SpendStoreRefused as exc:  # this request's amounts, not the store's state
+            raise GateError(400, INVALID_REQUEST, str(exc)) from None
         except SpendStoreError as exc:
             raise store_unavailable(str(exc)) from None
         except SpendLogError as exc:
@@ -91,7 +101,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             if outcome.tier is not None:
                 line["tier"] = outcome.tier.name
                 line["models_allowed"] = list(outcome.tier.models)
-            raise GateError(402, BUDGET_EXHAUSTED, outcome.message)
+            kind = BUDGET_EXHAUSTED if outcome.status == 402 else INVALID_REQUEST
+            raise GateError(outcome.status, kind, outcome.message)
     except GateError as err:
         _refused(gate, line, err.status, started)
         raise

@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from . import redis_scripts as lua
 from .config import AgentPolicy, SpendStoreConfig
@@ -59,6 +59,11 @@ REBUILD_COMMAND = "python -m gate store-rebuild --config PATH --log LOG [--log L
 
 class SpendStoreError(SpendLogError):
     """The shared store cannot be used now: no paid request is admitted (fail closed)."""
+
+
+class SpendStoreRefused(Exception):
+    """Redis refused one change for what it carried (an integer out of range): that
+    request's error, not the store's; the store stays in use."""
 
 
 class SpendStoreStartError(Exception):
@@ -134,6 +139,7 @@ class RedisLedger(Ledger):
         self._drained = asyncio.Event()
         self._drained.set()
         self._pending: dict[str, list[Decimal]] = {}  # agent -> [spent, held] not yet in Redis
+        self._store_held: dict[str, Decimal] = {}  # agent -> held, as Redis last said
         self._offline: set[str] = set()  # holds placed while Redis was away (open mode)
         self._error: str | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -205,6 +211,12 @@ class RedisLedger(Ledger):
         base_keys, base_args = self._args(agent_id)
         try:
             reply = await script(keys=[*base_keys, *keys], args=[*base_args, *args])
+        except ResponseError as exc:
+            if "overflow" not in str(exc) and "out of range" not in str(exc):
+                self._failed(f"redis error: {exc}")
+                raise SpendStoreError(self._error or "redis error") from None
+            log.warning("spend store: refused one change: %s", exc)
+            raise SpendStoreRefused("the spend store cannot count this request's amounts") from None
         except (RedisError, OSError) as exc:
             self._failed(f"redis unreachable: {type(exc).__name__}: {exc}")
             raise SpendStoreError(self._error or "redis unreachable") from None
@@ -233,7 +245,8 @@ class RedisLedger(Ledger):
         pending = self._pending.get(agent_id, [ZERO, ZERO])
         acct.budget_total = lua.from_units(reply[2])
         acct.spent = lua.from_units(reply[3]) + pending[0]
-        acct.held = lua.from_units(reply[4]) + pending[1]
+        self._store_held[agent_id] = lua.from_units(reply[4])
+        acct.held = self._store_held[agent_id] + pending[1]
         acct.period_start = (
             datetime.fromtimestamp(int(reply[5]), UTC) if reply[5] not in ("", None) else None
         )
@@ -319,7 +332,8 @@ class RedisLedger(Ledger):
                     raise
                 outcome = self._reserve_local(acct, request_id, ask, prices, defaults)
             if isinstance(outcome, Refusal):
-                self._notify(agent_id, "refused")
+                if outcome.status == 402:  # the budget's refusal, not a body too costly
+                    self._notify(agent_id, "refused")
                 return outcome
             decision, hold = outcome
             written = self._record_hold(hold, decision.tier.name, self._clock())
@@ -386,7 +400,7 @@ class RedisLedger(Ledger):
         hold = Hold(request_id, acct.policy.agent_id, decision.hold)
         self._offline.add(request_id)
         self._owe(hold.agent_id, ZERO, hold.amount)
-        acct.held += hold.amount
+        self._sync_held(acct)
         return decision, hold
 
     def _queue_settle(self, hold: Hold, cost: Decimal) -> None:
@@ -460,6 +474,13 @@ class RedisLedger(Ledger):
             self._no_holds.clear()
             claimed.append(hold)
         return claimed
+
+    def _sync_held(self, acct: Account) -> None:
+        # Redis sums every instance's holds in whole pico-USD; this instance adds only
+        # what it has not sent yet.
+        agent_id = acct.policy.agent_id
+        pending = self._pending.get(agent_id, [ZERO, ZERO])
+        acct.held = self._store_held.get(agent_id, ZERO) + pending[1]
 
     # -- admin ------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from .errors import (
     log_unavailable,
 )
 from .intake import Caller, ChatRequest, upstream_body
+from .jsonfmt import finite_float
 from .ledger import Hold
 from .router import Admission
 from .scrub import scrub, scrub_bytes
@@ -65,8 +66,8 @@ class Call:
         info: dict[str, Any] = {
             "agent_id": self.caller.policy.agent_id,
             "request_id": self.hold.request_id,
-            "cost": float(cost),
-            "budget_remaining": None if remaining is None else float(remaining),
+            "cost": finite_float(cost),
+            "budget_remaining": None if remaining is None else finite_float(remaining),
             "models_allowed": list(self.admission.tier.models),
             "tier": self.admission.tier.name,
         }

@@ -5,11 +5,23 @@ whether a request's hold fits. No clock, no I/O: tests call these with plain tab
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from decimal import Decimal
 
 from .config import AgentPolicy, Tier
-from .cost import ModelPrice, affordable_completion_tokens, worst_price
+from .cost import (
+    NO_EXTRAS,
+    PICO,
+    BodyCost,
+    ModelPrice,
+    affordable_completion_tokens,
+    completion_per_choice,
+    hold_usd,
+    worst_price,
+)
+
+# The largest hold one request may place unless the config says (holds.max_hold_usd).
+MAX_HOLD_USD = Decimal(1000)
 
 MAX_UPSTREAM_MODELS = 3  # OpenRouter refuses a longer `models` list
 
@@ -27,6 +39,7 @@ class Admission:
 class Refusal:
     message: str
     tier: Tier | None
+    status: int = 402  # 400: the body itself could cost more than one hold may be
 
 
 def remaining_fraction(budget_total: Decimal, committed: Decimal) -> Decimal:
@@ -68,31 +81,40 @@ def admit(
     unknown_price: Decimal,
     default_max_tokens: int,
     extra_usd: Decimal = Decimal(0),
+    body: BodyCost = NO_EXTRAS,
+    max_hold_usd: Decimal = MAX_HOLD_USD,
 ) -> Admission | Refusal:
     """Decide one request: its tier, its upstream models and the hold it must place.
 
-    With a hard cap the hold must fit what is left; a request whose `max_tokens` (or the
-    default, when it set none) would not fit is clamped to what the budget pays for, and
-    refused only when not even its prompt (and `extra_usd`, a per-request charge such as
-    a web-search plugin's) fits.
+    The hold covers what the body can be billed (`cost.hold_usd`: every choice's
+    completion, reasoning, images, web results, and `extra_usd`, a flat charge for what
+    has no price). It must fit `max_hold_usd`, and with a hard cap what is left: a
+    request whose `max_tokens` (or the default, when it set none) would not fit is
+    clamped to what that pays for, and refused only when not even the rest fits.
     """
     tier = choose_tier(policy.tiers, budget_total, committed, policy.hard_cap)
     if tier is None:
         return Refusal("budget exhausted for this period", None)
     models = upstream_models(tier, requested_model)
     price = worst_price(prices, models, unknown_price)
-    if extra_usd:
-        price = replace(price, request=price.request + extra_usd)
-    completion = max_tokens if max_tokens is not None else default_max_tokens
-    if not policy.hard_cap:
-        hold = price.cost(prompt_tokens, completion)
-        return Admission(tier, models, hold, None, False)
+    completion = completion_per_choice(max_tokens, body, default_max_tokens, price)
     left = budget_total - committed
-    affordable = affordable_completion_tokens(price, prompt_tokens, left)
+    cap = min(left, max_hold_usd) if policy.hard_cap else max_hold_usd
+    # one pico-USD of room: the hold is rounded up to whole pico-USD
+    affordable = affordable_completion_tokens(price, prompt_tokens, cap - PICO, body, extra_usd)
     if affordable < 1:
-        return Refusal("remaining budget cannot cover this request", tier)
-    if completion > affordable:
+        if policy.hard_cap and left < max_hold_usd:
+            return Refusal("remaining budget cannot cover this request", tier)
+        return Refusal(
+            f"this request could cost more than one request may hold ({max_hold_usd} USD)",
+            tier,
+            400,
+        )
+    limited = completion > affordable
+    if limited:
         completion = affordable
+    hold = hold_usd(price, prompt_tokens, completion, body, extra_usd)
+    if not policy.hard_cap and not limited:
+        return Admission(tier, models, hold, None, False)
     clamped = max_tokens is None or completion != max_tokens
-    hold = price.cost(prompt_tokens, completion)
     return Admission(tier, models, hold, completion, clamped)
