@@ -11,6 +11,7 @@ it go. In process, RedisLedgers on a fake clock cover the period boundary."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -261,3 +262,44 @@ async def test_one_instances_settlements_around_its_own_reset_in_the_same_millis
     finally:
         await close(one)
     assert await agree(tmp_path, redis_server, clock, ["one"]) == Decimal("0.002")
+
+
+async def test_a_rebuild_puts_a_request_before_a_reset_of_the_same_millisecond(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    def line(ts: str, event: str, **fields: Any) -> str:
+        return json.dumps({"ts": f"2026-01-15T12:00:00.{ts}Z", "event": event, "agent_id": "a",
+                           **fields}) + "\n"
+
+    (tmp_path / "a.jsonl").write_text(
+        line("000", "request", request_id="r1", cost="0.001")
+        + line("500", "reset", reason="admin")
+    )
+    (tmp_path / "b.jsonl").write_text(
+        line("500", "request", request_id="r2", cost="0.002")  # same ms as a's reset
+        + line("501", "request", request_id="r3", cost="0.004")
+    )
+    clock = Clock()
+    clock.now = datetime(2026, 1, 15, 12, 0, 0, 500_000, tzinfo=UTC)
+    logs = [tmp_path / "a.jsonl", tmp_path / "b.jsonl"]  # a first: its reset leads the tie
+    done = await rebuild(ledger_config(tmp_path, "x", redis_server.url), logs, clock=clock)
+    assert done.spent["a"] == Decimal("0.004")
+    # A settlement still queued somewhere is ordered the same way: one whose line has
+    # the reset's ms does not count, one after it does.
+    one = await open_ledger(tmp_path, "one", redis_server.url, clock)
+    try:
+        for rid, cost in (("r4", "0.01"), ("r5", "0.02")):
+            outcome = await one.reserve("a", rid, ASK, {}, DEFAULTS)
+            assert isinstance(outcome, tuple)
+            one.settle(outcome[1], Decimal(cost), {"status": 200})
+            await one.all_settled()
+            clock.now = datetime(2026, 1, 15, 12, 0, 0, 502_000, tzinfo=UTC)
+    finally:
+        await close(one)
+    assert await spent_in(redis_server.url, "execwall:acct:a") == Decimal("0.024")
+    again = await rebuild(
+        ledger_config(tmp_path, "y", redis_server.url, "check:"),
+        [*logs, tmp_path / "one.jsonl"],
+        clock=clock,
+    )
+    assert again.spent["a"] == Decimal("0.024")
