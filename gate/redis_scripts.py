@@ -111,7 +111,7 @@ return state(0)
 # from before the period start or before the last reset/spent-set is not added.
 EPOCH_RULE = """
 local function counts(at, by, n)
-  if at == '' then return true end
+  if not at or at == '' then return true end
   local e = redis.call('HMGET', acct, 'period_start', 'since', 'since_by', 'since_n', 'last')
   if e[1] and e[1] ~= '' and tonumber(at) < tonumber(e[1]) * 1000 then return false end
   local ok
