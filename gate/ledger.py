@@ -572,7 +572,7 @@ class Ledger:
             self._roll(acct, ts, record=False)
         if event == "request":
             acct.spent += to_decimal(record.get("cost")) or ZERO
-        elif event == "reset":
+        elif event == "reset" and not _rolled_already(acct, record):
             acct.spent = ZERO
         elif event == "budget":
             total = to_decimal(record.get("budget_total"))
@@ -604,6 +604,16 @@ class Ledger:
                 sent = saved.get("sent")
                 hold.sent = sent if isinstance(sent, bool) else None
                 self._holds[request_id] = hold
+
+
+def _rolled_already(acct: Account, record: Mapping[str, Any]) -> bool:
+    """A period line naming the start it rolled to (the Redis store's) when the books
+    are in that period already: the lines' own timestamps rolled them, and lines of the
+    new period written before this one (on any instance) count in it."""
+    rolled_to = parse_ts(record.get("period_start")) if record.get("reason") == "period" else None
+    if rolled_to is None or acct.period_start is None:
+        return False
+    return acct.period_start >= rolled_to
 
 
 def _new_account(policy: AgentPolicy, now: datetime) -> Account:

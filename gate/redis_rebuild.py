@@ -7,6 +7,12 @@ snapshots of a JSONL store being migrated); holds without a request line are lef
 out — an instance still running settles its own, and the settlement counts then.
 Request ids settled within the last `DONE_TTL_SECONDS` are marked done, so a
 settlement an instance still has queued is not counted a second time.
+
+Order: by ts; lines of one log keep their order; at an equal ts in different logs a
+request line comes before a reset or budget line (Redis does not count a settlement
+whose line has the ts of a later reset, see redis_scripts.SETTLE). The epoch the
+replay ends in (the last reset or spent-set, the newest request line) goes to Redis
+too, so a settlement still queued somewhere counts only if the replay would count it.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from redis.asyncio import Redis
 from . import redis_scripts as lua
 from .config import GateConfig
 from .ledger import Clock, Ledger, iso, utc_now
-from .redis_store import connect, epoch
+from .redis_store import connect, epoch, epoch_ms
 from .spendlog import SpendLog, read_records
 
 
@@ -37,10 +43,29 @@ class RebuildRefused(Exception):
 class Rebuilt:
     records: int = 0
     spent: dict[str, Decimal] = field(default_factory=dict)
+    since: dict[str, str] = field(default_factory=dict)  # agent -> ts of its last reset
+    last: dict[str, str] = field(default_factory=dict)  # agent -> ts of its newest request
 
 
-def _merged(logs: Sequence[Path]) -> Iterator[dict[str, Any]]:
-    return heapq.merge(*(read_records(p) for p in logs), key=lambda r: str(r.get("ts", "")))
+def _order(record: dict[str, Any]) -> tuple[str, bool]:
+    return str(record.get("ts", "")), record.get("event") in ("reset", "budget")
+
+
+def merged(logs: Sequence[Path]) -> Iterator[dict[str, Any]]:
+    """Every log's records in the order the replay applies them (see the module doc)."""
+    return heapq.merge(*(read_records(p) for p in logs), key=_order)
+
+
+def _epochs(record: dict[str, Any], result: Rebuilt) -> None:
+    agent_id, ts, event = record.get("agent_id"), record.get("ts"), record.get("event")
+    if not isinstance(agent_id, str) or not isinstance(ts, str):
+        return
+    if event == "request":
+        result.last[agent_id] = max(ts, result.last.get(agent_id, ""))
+    elif (event == "reset" and record.get("reason") != "period") or (
+        event == "budget" and "budget_spent" in record
+    ):
+        result.since[agent_id] = ts
 
 
 async def rebuild(
@@ -65,15 +90,18 @@ async def rebuild(
         recent = iso(now - timedelta(seconds=lua.DONE_TTL_SECONDS))
         done: list[str] = []
 
+        result = Rebuilt()
+
         def watched() -> Iterator[dict[str, Any]]:
-            for record in _merged(logs):
+            for record in merged(logs):
+                _epochs(record, result)
                 rid = record.get("request_id")
                 if record.get("event") == "request" and isinstance(rid, str):
                     if str(record.get("ts", "")) >= recent:
                         done.append(rid)
                 yield record
 
-        result = Rebuilt(records=ledger.replay(watched()))
+        result.records = ledger.replay(watched())
         async with redis.pipeline(transaction=True) as pipe:
             pipe.delete(keys.holds, keys.expiry)
             for agent_id in ledger.agent_ids():
@@ -90,6 +118,8 @@ async def rebuild(
                         "period_start": epoch(acct.period_start),
                         "admin": "1" if acct.total_set_by_admin else "0",
                         "config_total": lua.to_units(acct.policy.budget_total),
+                        "since": epoch_ms(result.since.get(agent_id)),
+                        "last": epoch_ms(result.last.get(agent_id)),
                     },
                 )
             for rid in done:

@@ -103,10 +103,29 @@ return state(0)
 )
 
 # KEYS[3] holds, KEYS[4] expiry, KEYS[5] the request's done key; ARGV[4] cost,
-# ARGV[5] request id, ARGV[6] how long the done key lives. Settled once: a second
+# ARGV[5] request id, ARGV[6] how long the done key lives, ARGV[7] its request line's
+# ts (epoch ms, '' = none), ARGV[8] the settling instance, ARGV[9] that instance's
+# reset count for the agent when the line was written. Settled once: a second
 # settlement of the same request (a retry, another instance) changes nothing.
+# The cost counts only where the logs' replay counts it (see `EPOCH_RULE`): a line
+# from before the period start or before the last reset/spent-set is not added.
+EPOCH_RULE = """
+local function counts(at, by, n)
+  if not at or at == '' then return true end
+  local e = redis.call('HMGET', acct, 'period_start', 'since', 'since_by', 'since_n', 'last')
+  if e[1] and e[1] ~= '' and tonumber(at) < tonumber(e[1]) * 1000 then return false end
+  local ok
+  if e[3] and e[3] == by then ok = tonumber(n) >= tonumber(e[4])
+  else ok = not e[2] or e[2] == '' or tonumber(at) > tonumber(e[2]) end
+  if ok and (not e[5] or e[5] == '' or tonumber(at) > tonumber(e[5])) then
+    redis.call('HSET', acct, 'last', at)
+  end
+  return ok
+end
+"""
 SETTLE = (
     PROLOGUE
+    + EPOCH_RULE
     + """
 if not redis.call('SET', KEYS[5], '1', 'EX', ARGV[6], 'NX') then return state(2) end
 local h = redis.call('HGET', KEYS[3], ARGV[5])
@@ -116,18 +135,32 @@ if h then
   local amount = cjson.decode(h)['amount']
   if amount ~= '0' then redis.call('HINCRBY', acct, 'held', '-' .. amount) end
 end
-if ARGV[4] ~= '0' then redis.call('HINCRBY', acct, 'spent', ARGV[4]) end
+if ARGV[4] ~= '0' and counts(ARGV[7], ARGV[8], ARGV[9]) then
+  redis.call('HINCRBY', acct, 'spent', ARGV[4])
+end
 return state(0)
 """
 )
 
-# ARGV[4] new budget_total ('' = unchanged), ARGV[5] new spent ('' = unchanged).
+# ARGV[4] new budget_total ('' = unchanged), ARGV[5] new spent ('' = unchanged),
+# ARGV[6] the caller's now (epoch ms), ARGV[7] the caller's instance, ARGV[8] its reset
+# count for the agent after this change. A new spent starts a new epoch: `since` is
+# the later of now and the newest settlement counted (so that one is before it, as
+# in the logs), and is returned last; the caller's log line carries it as its ts.
 BUDGET = (
     PROLOGUE
     + """
 if ARGV[4] ~= '' then redis.call('HSET', acct, 'budget_total', ARGV[4], 'admin', '1') end
-if ARGV[5] ~= '' then redis.call('HSET', acct, 'spent', ARGV[5]) end
-return state(0)
+local since = ARGV[6]
+if ARGV[5] ~= '' then
+  local last = redis.call('HGET', acct, 'last')
+  if last and last ~= '' and tonumber(last) > tonumber(since) then since = last end
+  redis.call('HSET', acct, 'spent', ARGV[5], 'since', since, 'since_by', ARGV[7],
+             'since_n', ARGV[8])
+end
+local reply = state(0)
+table.insert(reply, since)
+return reply
 """
 )
 

@@ -29,7 +29,7 @@ import socket
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
@@ -42,7 +42,7 @@ from redis.exceptions import RedisError, ResponseError
 from . import redis_scripts as lua
 from .config import AgentPolicy, SpendStoreConfig
 from .cost import ZERO, ModelPrice
-from .ledger import Account, Clock, Hold, HoldDefaults, HoldRequest, Ledger, iso
+from .ledger import Account, Clock, Hold, HoldDefaults, HoldRequest, Ledger, iso, parse_ts
 from .periods import period_start
 from .router import Admission, Refusal
 from .spendlog import SpendLog, SpendLogError
@@ -90,6 +90,19 @@ def connect(store: SpendStoreConfig) -> Redis:
 
 def epoch(ts: datetime | None) -> str:
     return "" if ts is None else str(int(ts.timestamp()))
+
+
+EPOCH_START = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def epoch_ms(ts: datetime | str | None) -> str:
+    """A log line's ts as whole epoch milliseconds (exactly what `iso` wrote), or ''."""
+    when = parse_ts(ts) if isinstance(ts, str) else ts
+    return "" if when is None else str((when - EPOCH_START) // timedelta(milliseconds=1))
+
+
+def from_epoch_ms(value: object) -> datetime:
+    return EPOCH_START + timedelta(milliseconds=int(str(value)))
 
 
 def not_ready_message(store: SpendStoreConfig) -> str:
@@ -141,6 +154,9 @@ class RedisLedger(Ledger):
         self._pending: dict[str, list[Decimal]] = {}  # agent -> [spent, held] not yet in Redis
         self._store_held: dict[str, Decimal] = {}  # agent -> held, as Redis last said
         self._offline: set[str] = set()  # holds placed while Redis was away (open mode)
+        # agent -> resets/spent-sets this instance wrote: orders its own settlements
+        # against them as its log does (see redis_scripts.SETTLE).
+        self._resets: dict[str, int] = {}
         self._error: str | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -252,8 +268,13 @@ class RedisLedger(Ledger):
         )
         acct.total_set_by_admin = str(reply[6]) == "1"
         if int(reply[1]) == 1:
-            now = iso(self._clock())
-            self._append({"ts": now, "event": "reset", "agent_id": agent_id, "reason": "period"})
+            # The period start it rolled to: the replay counts in the new period the
+            # lines from then on, also those written before this line (ledger._apply).
+            line = {"ts": iso(self._clock()), "event": "reset", "agent_id": agent_id}
+            line["reason"] = "period"
+            if acct.period_start is not None:
+                line["period_start"] = iso(acct.period_start)
+            self._append(line)
             self._notify(agent_id, "period")
 
     def _owe(self, agent_id: str, spent: Decimal, held: Decimal) -> None:
@@ -403,14 +424,23 @@ class RedisLedger(Ledger):
         self._sync_held(acct)
         return decision, hold
 
-    def _queue_settle(self, hold: Hold, cost: Decimal) -> None:
+    def _queue_settle(self, hold: Hold, cost: Decimal, at: object = None) -> None:
         """Send a settlement to Redis; the mirror has already (or is about to) let go of
-        the hold and charged the cost, and `_pending` carries that until Redis has it."""
+        the hold and charged the cost, and `_pending` carries that until Redis has it.
+        `at` is its request line's ts: Redis counts the cost only if the line is in the
+        current period and after the last reset, as the logs' replay does."""
         offline = hold.request_id in self._offline
         self._offline.discard(hold.request_id)
         agent_id, request_id = hold.agent_id, hold.request_id
         keys = [self.keys.holds, self.keys.expiry, self.keys.done(request_id)]
-        args = [lua.to_units(cost), request_id, lua.DONE_TTL_SECONDS]
+        args = [
+            lua.to_units(cost),
+            request_id,
+            lua.DONE_TTL_SECONDS,
+            epoch_ms(at) if isinstance(at, str) else "",
+            self.instance,
+            self._resets.get(agent_id, 0),
+        ]
 
         def run() -> Awaitable[Any]:
             return self._call(self._settle, agent_id, keys, args)
@@ -424,8 +454,9 @@ class RedisLedger(Ledger):
     def settle(self, hold: Hold, cost: Decimal, line: dict[str, Any]) -> Decimal | None:
         if hold.settled:
             return None
-        self._queue_settle(hold, cost)
-        return super().settle(hold, cost, line)
+        remaining = super().settle(hold, cost, line)
+        self._queue_settle(hold, cost, line.get("ts"))
+        return remaining
 
     def _release(self, hold: Hold) -> None:
         self._queue_settle(hold, ZERO)
@@ -497,8 +528,7 @@ class RedisLedger(Ledger):
         async with acct.lock:
             total = "" if budget_total is None else str(lua.to_units(budget_total))
             spent = "" if budget_spent is None else str(lua.to_units(budget_spent))
-            self._mirror(agent_id, await self._call(self._budget, agent_id, (), [total, spent]))
-            now = iso(self._clock())
+            now = await self._new_epoch(agent_id, total, spent)
             line: dict[str, Any] = {"ts": now, "event": "budget", "agent_id": agent_id}
             if budget_total is not None:
                 line["budget_total"] = budget_total
@@ -512,11 +542,29 @@ class RedisLedger(Ledger):
     async def reset(self, agent_id: str, reason: str = "admin") -> None:
         acct = self._accounts[agent_id]
         async with acct.lock:
-            self._mirror(agent_id, await self._call(self._budget, agent_id, (), ["", "0"]))
-            self._append(
-                {"ts": iso(self._clock()), "event": "reset", "agent_id": agent_id, "reason": reason}
-            )
+            now = await self._new_epoch(agent_id, "", "0")
+            self._append({"ts": now, "event": "reset", "agent_id": agent_id, "reason": reason})
             self._notify(agent_id, "reset")
+
+    async def _new_epoch(self, agent_id: str, total: str, spent: str) -> str:
+        """Run the budget script; returns the ts its log line must carry. A new spent
+        starts an epoch: settlements whose lines this instance wrote before the line
+        about to be written, and other instances' lines with a ts up to this one, do
+        not count in it — exactly what the replay of the logs says."""
+        count = self._resets.get(agent_id, 0) + (spent != "")
+        args = [total, spent, epoch_ms(self._clock()), self.instance, count]
+        try:
+            reply = await self._call(self._budget, agent_id, (), args)
+        finally:
+            # Even on an error: Redis may have taken it, and a higher count is harmless.
+            self._resets[agent_id] = count
+        if spent != "":
+            for op in self._queue:  # queued here before the line: Redis will not count them
+                if op.agent_id == agent_id and op.spent:
+                    self._owe(agent_id, -op.spent, ZERO)
+                    op.spent = ZERO
+        self._mirror(agent_id, reply)
+        return iso(from_epoch_ms(reply[7]))
 
     def apply_policies(self, agents: Mapping[str, AgentPolicy]) -> None:
         super().apply_policies(agents)
