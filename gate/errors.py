@@ -21,12 +21,14 @@ class GateError(Exception):
         type_: str,
         message: str,
         headers: Mapping[str, str] | None = None,
+        extra: Mapping[str, object] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.type = type_
         self.message = message
         self.headers = dict(headers or {})
+        self.extra = dict(extra or {})  # more fields of the error object
 
 
 def error_object(
@@ -59,7 +61,7 @@ def type_for_status(status: int) -> str:
 
 
 def gate_error_response(err: GateError) -> web.Response:
-    return error_response(err.status, err.type, err.message, err.headers)
+    return error_response(err.status, err.type, err.message, err.headers, err.extra)
 
 
 def sse_error_event(status: int, type_: str, message: str) -> bytes:
@@ -80,6 +82,26 @@ OVERLOADED = "overloaded"
 UPSTREAM_ERROR = "upstream_error"
 UPSTREAM_CREDITS = "upstream_credits_exhausted"
 SERVER_ERROR = "server_error"
+
+
+def budget_refusal(agent_id: str, why: str, resets_at: str | None) -> GateError:
+    """A budget refusal a client can act on: 402, never worth retrying before the
+    budget resets (`x-should-retry: false`, which the OpenAI SDKs honour; no
+    `Retry-After`), and when that is (`resets_at`: the period's end, or null for a
+    budget that never resets). The words "budget" and "credits" are what agents' billing
+    classifiers look for, so a refusal is not taken for a context overflow."""
+    when = f"it resets at {resets_at}" if resets_at else "it does not reset by itself"
+    headers = {"x-should-retry": "false"}
+    if resets_at:
+        headers["X-Execwall-Budget-Resets-At"] = resets_at
+    return GateError(
+        402,
+        BUDGET_EXHAUSTED,
+        f"budget exhausted for agent '{agent_id}' ({why}): insufficient credits "
+        f"left in this period's budget; {when}. Do not retry before then.",
+        headers,
+        {"resets_at": resets_at},
+    )
 
 
 def log_unavailable(reason: str) -> GateError:

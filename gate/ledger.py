@@ -245,6 +245,15 @@ class Ledger:
         policy = acct.policy
         return choose_tier(policy.tiers, acct.budget_total, acct.committed, policy.hard_cap)
 
+    def resets_at(self, agent_id: str) -> str | None:
+        """When the agent's budget next resets (its period's end, UTC), None for
+        `never` or an agent this ledger does not know."""
+        acct = self.account(agent_id)
+        if acct is None:
+            return None
+        end = period_end(acct.policy.period, self._clock())
+        return iso(end) if end is not None else None
+
     # -- requests ---------------------------------------------------------------------
 
     async def reserve(

@@ -15,10 +15,10 @@ from aiohttp import web
 from .context import GATE, Gate
 from .cost import ZERO
 from .errors import (
-    BUDGET_EXHAUSTED,
     INVALID_REQUEST,
     OVERLOADED,
     GateError,
+    budget_refusal,
     log_unavailable,
     store_unavailable,
 )
@@ -101,8 +101,10 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             if outcome.tier is not None:
                 line["tier"] = outcome.tier.name
                 line["models_allowed"] = list(outcome.tier.models)
-            kind = BUDGET_EXHAUSTED if outcome.status == 402 else INVALID_REQUEST
-            raise GateError(outcome.status, kind, outcome.message)
+            if outcome.status == 402:
+                resets_at = gate.ledger.resets_at(caller.policy.agent_id)
+                raise budget_refusal(caller.policy.agent_id, outcome.message, resets_at)
+            raise GateError(outcome.status, INVALID_REQUEST, outcome.message)
     except GateError as err:
         _refused(gate, line, err.status, started)
         raise
