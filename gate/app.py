@@ -22,12 +22,12 @@ from .metrics import Metrics
 from .openapi import openapi
 from .ops import start_ops
 from .prices import PriceTable
-from .proxy import chat_completions, list_models
 from .reconcile import reconcile_open_holds, recover_expired_holds
 from .redis_store import RedisLedger, redacted
 from .sendmark import send_mark_trace
 from .sinks import running_sinks
 from .spendlog import SpendLog, last_snapshot_offset, read_records
+from .surface import add_inference_routes
 from .upstream import Upstream
 
 log = logging.getLogger(__name__)
@@ -144,8 +144,7 @@ def create_app(
     app[CONFIG] = cfg
     app[CLOCK] = clock
     app.cleanup_ctx.append(resources)
-    app.router.add_post("/v1/chat/completions", chat_completions)
-    app.router.add_get("/v1/models", list_models)
+    add_inference_routes(app)  # before the admin sub-app: /api/v1/* is inference
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/openapi.json", openapi)
     admin = create_admin_app(dict(env or {}))

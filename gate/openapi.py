@@ -490,9 +490,17 @@ def document() -> dict[str, Any]:
     }
 
 
+def with_openrouter_paths(doc: dict[str, Any]) -> dict[str, Any]:
+    """Every `/v1/...` inference path also under OpenRouter's own `/api/v1/...`."""
+    paths = doc["paths"]
+    for path in [p for p in paths if p.startswith("/v1/")]:
+        paths["/api" + path] = paths[path]
+    return doc
+
+
 @functools.cache
 def _rendered() -> bytes:
-    return json.dumps(document(), indent=1).encode()
+    return json.dumps(with_openrouter_paths(document()), indent=1).encode()
 
 
 async def openapi(request: web.Request) -> web.Response:

@@ -30,6 +30,7 @@ from aiohttp import web
 
 from gate.config import ConfigError, load_config, parse_config
 from gate.context import GATE
+from gate.surface import not_served
 from mock_upstream import Fault
 
 from .procs import start_gate as spawn_gate
@@ -815,11 +816,12 @@ async def test_slow_headers_are_cut_and_do_not_starve_others(mock, tmp_path: Pat
 
 
 def served_routes(app: web.Application) -> set[tuple[str, str]]:
-    """(method, path) of every route the app serves, the admin sub-app's included."""
+    """(method, path) of every route the app serves, the admin sub-app's included (not
+    the catch-all that says a path is not served)."""
     return {
         (r.method, r.resource.canonical)
         for r in app.router.routes()
-        if r.method != "HEAD" and r.resource is not None
+        if r.method != "HEAD" and r.resource is not None and r.handler is not not_served
     }
 
 
@@ -843,7 +845,10 @@ async def test_openapi_describes_every_route_and_needs_no_token(
         for method, operation in item.items():
             if method == "parameters":
                 continue
-            admin = (path.startswith("/api/") and path != "/api/health") or path == "/metrics"
+            inference = path.startswith(("/v1/", "/api/v1/"))  # SPEC: /api/v1/* is inference
+            admin = (path.startswith("/api/") and not inference and path != "/api/health") or (
+                path == "/metrics"
+            )
             assert (operation.get("security") == [{"adminToken": []}]) == admin, path
             for status, answer in operation["responses"].items():
                 if (path, status) == ("/api/health", "503") or status < "4":
