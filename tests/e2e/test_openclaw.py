@@ -116,4 +116,3 @@ async def test_openclaw_budget_exhausted_mid_session(tmp_path: Path) -> None:
         assert "temporarily disabled" in shown(locked)
         print("openclaw shows after the reset:", shown(locked))
         await stack.assert_books_exact()
-
