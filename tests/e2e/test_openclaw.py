@@ -14,7 +14,7 @@ from .agents import Run, base_env, cli, run
 from .recorder import Recorder
 from .stack import AGENT_KEY, ANSWER, MODEL, Stack, running_stack
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 EXAMPLE = ROOT / "configs" / "examples" / "openclaw.json5"
 EXAMPLE_URL = "http://127.0.0.1:8080/v1"
@@ -84,7 +84,7 @@ async def test_openclaw_turn_through_the_gate(tmp_path: Path) -> None:
         assert line["model"] == MODEL and line["stream"] is True
 
     posts = recorder.posts()
-    assert [p.path for p in posts] == ["/v1/chat/completions"]
+    assert [f"{s.method} {s.path}" for s in recorder.seen] == ["POST /v1/chat/completions"]
     sent = posts[0]
     assert sent.headers["x-agent-id"] == "agent-1"
     assert sent.headers["authorization"] == "Bearer <redacted>"
