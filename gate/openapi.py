@@ -346,6 +346,22 @@ def _admin_post(summary: str, schema: str, body: bool, *errors: int) -> dict[str
     return {"post": operation}
 
 
+KEY_INFO: dict[str, Any] = {
+    "get": {
+        "summary": "The calling agent's own budget, in the shape of OpenRouter's GET /key",
+        "description": "`limit` is the period's budget_total, `usage` the spend, "
+        "`limit_remaining` what is left after open holds, `limit_reset` the period. Never "
+        "the numbers of the gate's upstream key.",
+        "parameters": [AGENT_HEADER],
+        "security": [{}, {"agentKey": []}],
+        "responses": {
+            "200": _json({"type": "object", "required": ["data"]}, "OpenRouter's key shape"),
+            **_errors(400, 401, 403),
+        },
+    }
+}
+
+
 def document() -> dict[str, Any]:
     return {
         "openapi": "3.0.3",
@@ -395,6 +411,8 @@ def document() -> dict[str, Any]:
                     },
                 }
             },
+            "/v1/key": KEY_INFO,
+            "/v1/auth/key": KEY_INFO,
             "/api/health": {
                 "get": {
                     "summary": "Health; never needs a token",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from .agentkey import agent_key
 from .errors import NOT_FOUND, GateError
 from .proxy import chat_completions, list_models
 
@@ -19,6 +20,8 @@ PREFIXES = ("/v1", "/api/v1")
 INFERENCE = (
     ("POST", "/chat/completions", chat_completions),
     ("GET", "/models", list_models),
+    ("GET", "/key", agent_key),  # the calling agent's own budget, in OpenRouter's shape
+    ("GET", "/auth/key", agent_key),  # OpenRouter's older spelling of /key
 )
 
 
