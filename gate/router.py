@@ -32,7 +32,7 @@ class Admission:
     models: tuple[str, ...]  # sent upstream, at most 3, all from the tier
     hold: Decimal
     max_tokens: int | None  # the max_tokens to send upstream; None leaves the client's as is
-    clamped: bool  # the gate lowered (or set) max_tokens so the hold fits the budget
+    clamped: bool  # the budget lowered max_tokens (set or defaulted) so the hold fits
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,5 +116,6 @@ def admit(
     hold = hold_usd(price, prompt_tokens, completion, body, extra_usd)
     if not policy.hard_cap and not limited:
         return Admission(tier, models, hold, None, False)
-    clamped = max_tokens is None or completion != max_tokens
-    return Admission(tier, models, hold, completion, clamped)
+    # the gate sends the hold's assumption upstream, so it bounds the cost; it reports a
+    # clamp only when the budget lowered it, not when it filled in the default
+    return Admission(tier, models, hold, completion, limited)

@@ -152,6 +152,19 @@ def test_admit_without_max_tokens_holds_the_default() -> None:
     assert decision.max_tokens == 4096
 
 
+def test_a_default_max_tokens_filled_in_with_the_budget_full_is_no_clamp() -> None:
+    decision = _admit(policy(), "0", 100, None)
+    assert isinstance(decision, Admission)
+    assert (decision.max_tokens, decision.clamped) == (4096, False)
+
+
+def test_a_default_max_tokens_lowered_by_the_budget_is_a_clamp() -> None:
+    tier = Tier("only", D(0), ("openai/gpt-5",))
+    decision = _admit(policy(tiers=(tier,)), "49.99", 100, None)
+    assert isinstance(decision, Admission)
+    assert decision.clamped is True and decision.max_tokens == 987
+
+
 def test_admit_unknown_model_price() -> None:
     tier = Tier("only", D(0), ("vendor/unpriced", "openai/gpt-5-mini"))
     decision = _admit(policy(tiers=(tier,)), "0", 10, 100)
