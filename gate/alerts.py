@@ -132,7 +132,7 @@ class Alerter:
             return
         if fractions > seen.fractions:
             self._fraction_alert(agent_id, acct, fractions)
-        if tier > seen.tier:
+        if tier > seen.tier and not exhausted:  # at a hard cap it is refused, not moved
             self._tier_alert(agent_id, acct, tier)
         seen.fractions, seen.tier = fractions, tier
         if change == "refused" and not seen.capped:
@@ -212,10 +212,12 @@ class Alerter:
     def _fraction_alert(self, agent_id: str, acct: Account, reached: int) -> None:
         fractions = self._gate.config.alerts.spent_fractions
         fraction = fractions[reached - 1]
+        total = acct.budget_total
+        used = Decimal(1) if total <= 0 else acct.spent / total  # may jump past several
         self._fire(
             "budget_fraction",
-            f"{agent_id} has spent {fraction:.0%} of its {acct.policy.period} budget: "
-            f"{_usd(acct.spent)} of {_usd(acct.budget_total)}",
+            f"{agent_id} has spent {used:.0%} of its {acct.policy.period} budget "
+            f"({_usd(acct.spent)} of {_usd(total)}), past its {fraction:.0%} alert",
             agent_id,
             fraction=fraction,
             budget_total=acct.budget_total,

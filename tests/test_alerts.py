@@ -137,23 +137,29 @@ async def test_each_budget_crossing_fires_once(start_gate, mock, receiver, tmp_p
     bodies = await receiver.wait(5)
     assert [set(b) for b in bodies] == [{"text"}] * 5  # Slack's shape
     texts = [b["text"] for b in bodies]
-    assert "agent-1 has spent 50% of its monthly budget: $60.00 of $100.00" in texts[0]
+    # what was really spent, not the line crossed (60 %, past the 50 % alert)
+    assert (
+        "agent-1 has spent 60% of its monthly budget ($60.00 of $100.00), past its 50% alert"
+        in texts[0]
+    )
     assert "agent-1 dropped to tier mid" in texts[1]
     assert "refused at its budget cap" in texts[4]
     assert all(t.startswith("[Execwall OR Gate] ") for t in texts)
     assert all(a["delivery"] == "sent" for a in await listed(client))
 
-    # An admin lifts it back to 50 % spent and it is used up again: new crossings of
-    # the lines it fell back below (80 %, economy, the cap), and only those.
+    # An admin lifts it back to 50 % spent and it is used up again in one jump: new
+    # crossings of the lines it fell back below (80 %, the cap) and only those; no
+    # "dropped to tier economy" for an agent that is refused, and the fraction alert
+    # says 100 %, not the 80 % line it jumped past.
     await spend(client, "agent-1", 100, total=200)
     await spend(client, "agent-1", 200)
     assert (await client.post(CHAT, json=chat(), headers=AGENT_1)).status == 402
     again = (await listed(client))[5:]
     assert [(a["kind"], a["details"].get("fraction")) for a in again] == [
         ("budget_fraction", 0.8),
-        ("tier_drop", None),
         ("budget_refused", None),
     ]
+    assert "has spent 100% of its monthly budget ($200.00 of $200.00)" in again[0]["message"]
 
 
 async def test_a_new_period_re_arms_and_a_restart_re_sends_nothing(
@@ -265,7 +271,7 @@ async def test_discord_bodies_are_retried_and_never_delay_a_request(
     assert receiver.attempts == 4  # 500 and 429 were retried
     assert all(set(b) == {"content", "allowed_mentions"} for b in bodies)
     assert bodies[0]["allowed_mentions"] == {"parse": []}
-    assert "agent-1 has spent 50%" in bodies[0]["content"]
+    assert "agent-1 has spent 60%" in bodies[0]["content"]
     first = (await listed(client))[0]
     assert (first["delivery"], first["attempts"]) == ("sent", 3)
 
@@ -289,8 +295,9 @@ async def test_a_refused_webhook_is_not_retried_and_no_url_means_listed_only(
     assert (await client.post(CHAT, json=chat(), headers={"X-Agent-ID": "agent-2"})).status == 402
     state = await (await client.get("/api/alerts", headers=ADMIN)).json()
     assert state["webhook"] == {"configured": False, "format": "slack"}
-    assert [a["kind"] for a in state["alerts"]] == [
-        "budget_refused", "tier_drop", "budget_fraction"]  # one for 50 % and 80 % at once
+    # one for 50 % and 80 % at once, saying 100 %; no tier drop for a refused agent
+    assert [a["kind"] for a in state["alerts"]] == ["budget_refused", "budget_fraction"]
+    assert "has spent 100%" in state["alerts"][1]["message"]
     assert {a["delivery"] for a in state["alerts"]} == {"not_configured"}
     assert receiver.attempts == 2
 
