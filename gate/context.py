@@ -75,6 +75,12 @@ class Gate:
             body["warnings"] = warnings
         return body
 
+    def price_source(self) -> tuple[Upstream, str | None]:
+        """The upstream and the Authorization the price refresh uses now (after a reload:
+        the new ones)."""
+        key = self.config.openrouter.api_key
+        return self.upstream, f"Bearer {key}" if key else None
+
     def secrets(self) -> list[str]:
         """Every secret the gate knows, for scrubbing what it relays."""
         return secrets_of(self.config)
