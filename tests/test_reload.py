@@ -13,6 +13,7 @@ from aiohttp import web
 import gate.proxy
 from gate.config import load_config
 from gate.context import GATE
+from mock_upstream import Fault
 from mock_upstream import create_app as create_mock_app
 
 from .support import agent, chat, raw_config, request_lines, write_config
@@ -124,3 +125,37 @@ async def test_reload_moves_price_refresh_and_key_probe_to_the_new_upstream_and_
     old_after = len(seen["old"])
     assert (await client.post(CHAT, json=chat(), headers={"X-Agent-ID": "agent-1"})).status == 200
     assert len(seen["old"]) == old_after  # nothing more goes to the old upstream
+
+
+def dead_sink(password: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "type": "postgres",
+            "dsn": f"postgresql://gate:{password}@127.0.0.1:1/none",
+            "retry_max_seconds": 0.2,
+            "connect_timeout_seconds": 1,
+        }
+    ]
+
+
+async def test_after_a_reload_the_running_sinks_secrets_are_still_scrubbed(
+    start_gate, mock, tmp_path: Path
+) -> None:
+    """A reload does not replace the running sinks (their change waits for a restart):
+    the scrubber covers the running sinks' passwords and the new config's too."""
+    running, configured = "Tq7wVzR4mK2pXs9L", "bN3hYe8cJu5dFa6G"
+    raw = raw_config(tmp_path, mock.base_url, sinks=dead_sink(running), admin_token=TOKEN)
+    path = write_config(tmp_path / "gate.yaml", raw)
+    client = await start_gate(load_config(path, {}), env={})
+    raw["cost_routing"]["sinks"] = dead_sink(configured)
+    write_config(path, raw)
+    notes = (await reload(client))["notes"]
+    assert "sinks changes take effect at the next start" in notes
+    mock.state.faults.append(
+        Fault(status=400, message=f"bad password {running} (also tried {configured})")
+    )
+    resp = await client.post(CHAT, json=chat(), headers={"X-Agent-ID": "agent-1"})
+    assert resp.status == 400
+    text = await resp.text()
+    assert "bad password" in text
+    assert running not in text and configured not in text
