@@ -4,7 +4,9 @@ requests still arriving, to the background tasks, and to what the scrubber cover
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -159,3 +161,57 @@ async def test_after_a_reload_the_running_sinks_secrets_are_still_scrubbed(
     text = await resp.text()
     assert "bad password" in text
     assert running not in text and configured not in text
+
+
+# --- finding 2: a removed agent's books are dormant, not forgotten ------------------------
+
+
+def cost_of(path: Path, agent_id: str) -> Decimal:
+    return sum(
+        (Decimal(str(r["cost"])) for r in request_lines(path) if r["agent_id"] == agent_id),
+        Decimal(0),
+    )
+
+
+async def test_removed_agent_is_dormant_its_stream_settles_and_it_resumes_when_added_back(
+    start_gate, mock, tmp_path: Path
+) -> None:
+    raw = raw_config(
+        tmp_path,
+        mock.base_url,
+        agents={"agent-1": agent(), "agent-2": agent(10, budget_spent=1)},
+        admin_token=TOKEN,
+    )
+    path = write_config(tmp_path / "gate.yaml", raw)
+    client = await start_gate(load_config(path, {}), env={})
+    log = tmp_path / "spend.jsonl"
+    agent_2 = {"X-Agent-ID": "agent-2"}
+    assert (await client.post(CHAT, json=chat(), headers=agent_2)).status == 200
+    mock.state.faults.append(Fault(chunks=20, chunk_delay=0.05))
+    stream = await client.post(
+        CHAT, json=chat(stream=True, stream_options={"include_usage": True}), headers=agent_2
+    )
+    assert stream.status == 200
+    assert await stream.content.readany()  # the stream runs: its hold is open
+
+    removed = copy.deepcopy(raw)
+    del removed["cost_routing"]["agents"]["agent-2"]
+    write_config(path, removed)
+    await reload(client)
+    assert len(client.app[GATE].ledger.open_holds()) == 1  # the reload landed mid-stream
+    refused = await client.post(CHAT, json=chat(), headers=agent_2)
+    assert refused.status == 403  # refused like an unknown agent
+    assert (await client.get("/api/spend/agent-2", headers=ADMIN)).status == 404
+    await stream.read()
+    await client.app[GATE].ledger.all_settled()
+    settled = [r for r in request_lines(log) if r["agent_id"] == "agent-2" and r["stream"]]
+    assert len(settled) == 1 and settled[0]["status"] == 200 and settled[0]["cost"] > 0
+    assert settled[0]["budget_remaining"] is not None  # charged to agent-2's dormant account
+    spent = Decimal(1) + cost_of(log, "agent-2")  # the config's budget_spent, then the lines
+    assert Decimal(str(settled[0]["budget_remaining"])) == Decimal(10) - spent
+
+    write_config(path, raw)  # agent-2 is back, config unchanged: its spend resumes
+    await reload(client)
+    view = await (await client.get("/api/spend/agent-2", headers=ADMIN)).json()
+    assert Decimal(str(view["budget_spent"])) == spent
+    assert (await client.post(CHAT, json=chat(), headers=agent_2)).status == 200
