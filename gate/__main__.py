@@ -95,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         app = create_app(cfg, env=env)
         # Secrets as of now: the running gate's after a reload, else the config's.
-        redact = RedactingFilter(lambda: secrets_of(app[GATE].config if GATE in app else cfg))
+        redact = RedactingFilter(lambda: app[GATE].secrets() if GATE in app else secrets_of(cfg))
         for handler in logging.getLogger().handlers:
             handler.addFilter(redact)
         asyncio.run(serve(app, args.host, args.port, cfg.limits.client_timeout_seconds))

@@ -184,6 +184,7 @@ async def reload(request: web.Request) -> web.Response:
     gate.config = new
     gate.upstream = replace(gate.upstream, config=new.openrouter, retry=new.retry)
     gate.key_status.wake()  # a rotated key is checked now, not at the next interval
+    gate.prices.wake()  # and the prices asked of the upstream and key now in force
     gate.ledger.apply_policies(new.agents)
     gate.metrics.configure(new.agents)
     return _json({"status": "reloaded", "agents": sorted(new.agents), "notes": notes})

@@ -89,12 +89,11 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
                 sinks=sinks,
             )
             app[GATE] = gate
-            auth = f"Bearer {cfg.openrouter.api_key}" if cfg.openrouter.api_key else None
             # Holds are only as good as the prices: try to have them before serving.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(gate.prices.refresh(gate.upstream, auth), PRICES_AT_START)
+                await asyncio.wait_for(gate.prices.refresh(*gate.price_source()), PRICES_AT_START)
             tasks = [
-                asyncio.create_task(gate.prices.keep_fresh(gate.upstream, auth), name="prices"),
+                asyncio.create_task(gate.prices.keep_fresh(gate.price_source), name="prices"),
                 asyncio.create_task(reconcile_open_holds(gate), name="reconcile"),
                 *start_ops(app, gate, app[CLOCK]),  # alerts, console sync, upstream key + balance
             ]

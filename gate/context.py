@@ -75,9 +75,18 @@ class Gate:
             body["warnings"] = warnings
         return body
 
+    def price_source(self) -> tuple[Upstream, str | None]:
+        """The upstream and the Authorization the price refresh uses now (after a reload:
+        the new ones)."""
+        key = self.config.openrouter.api_key
+        return self.upstream, f"Bearer {key}" if key else None
+
     def secrets(self) -> list[str]:
-        """Every secret the gate knows, for scrubbing what it relays."""
-        return secrets_of(self.config)
+        """Every secret the gate knows, for scrubbing what it relays: the current
+        config's, and those of the sinks actually running (a reload does not replace
+        them, so their DSNs may no longer be in the config)."""
+        running = [secret for sink in self.sinks for secret in dsn_secrets(sink.cfg.dsn)]
+        return secrets_of(self.config) + running
 
 
 def secrets_of(cfg: GateConfig) -> list[str]:

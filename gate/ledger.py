@@ -20,7 +20,7 @@ from typing import Any
 
 from .config import AgentPolicy, Tier
 from .cost import NO_EXTRAS, ZERO, BodyCost, ModelPrice, to_decimal
-from .periods import period_end, period_start
+from .periods import PERIODS, period_end, period_start
 from .router import MAX_HOLD_USD, Admission, Refusal, admit, choose_tier, remaining_fraction
 from .spendlog import SpendLog, SpendLogError
 
@@ -114,6 +114,10 @@ class Ledger:
         self._clock = clock
         now = clock()
         self._accounts = {aid: _new_account(p, now) for aid, p in agents.items()}
+        # Agents a reload removed: refused like unknown ones, but their books are kept
+        # (a stream still running settles here; snapshots carry them; a reload that adds
+        # the agent back resumes them). See `apply_policies`.
+        self._dormant: dict[str, Account] = {}
         self._holds: dict[str, Hold] = {}
         self._no_holds = asyncio.Event()
         self._no_holds.set()
@@ -163,7 +167,8 @@ class Ledger:
                     "period_start": iso(acct.period_start) if acct.period_start else None,
                 }
                 for agent_id, acct in self._accounts.items()
-            },
+            }
+            | {agent_id: _dormant_entry(acct) for agent_id, acct in self._dormant.items()},
             "holds": {
                 h.request_id: {
                     "agent_id": h.agent_id,
@@ -190,6 +195,10 @@ class Ledger:
 
     def agent_ids(self) -> list[str]:
         return list(self._accounts)
+
+    def _book(self, agent_id: str) -> Account | None:
+        """The agent's account, configured or dormant (for settling and replaying)."""
+        return self._accounts.get(agent_id) or self._dormant.get(agent_id)
 
     def open_holds(self) -> list[Hold]:
         return [h for h in self._holds.values() if not h.settled]
@@ -374,7 +383,7 @@ class Ledger:
         hold.settled = True
         self._forget(hold)
         now = self._clock()
-        acct = self._accounts.get(hold.agent_id)
+        acct = self._book(hold.agent_id)  # a dormant agent's stream is charged to it
         remaining: Decimal | None = None
         if acct is not None:
             self._roll(acct, now, record=True)
@@ -391,7 +400,7 @@ class Ledger:
         )
         self._append(line)
         self._tell_line(line, refused=False)
-        if acct is not None:
+        if hold.agent_id in self._accounts:
             self._notify(hold.agent_id, "settle")
         return remaining
 
@@ -417,13 +426,13 @@ class Ledger:
                 log.exception("ledger line observer failed")
 
     def projected_remaining(self, hold: Hold, cost: Decimal) -> Decimal | None:
-        acct = self._accounts.get(hold.agent_id)
+        acct = self._book(hold.agent_id)
         return None if acct is None else acct.remaining - cost
 
     def _release(self, hold: Hold) -> None:
         hold.settled = True
         self._forget(hold)
-        acct = self._accounts.get(hold.agent_id)
+        acct = self._book(hold.agent_id)
         if acct is not None:
             self._sync_held(acct)
 
@@ -475,11 +484,12 @@ class Ledger:
 
     def apply_policies(self, agents: Mapping[str, AgentPolicy]) -> None:
         """A reloaded config: new policies in force, spend kept; a budget total set
-        through the admin API stays until the config's own total changes."""
+        through the admin API stays until the config's own total changes. A removed
+        agent's account turns dormant, and an agent added back resumes it."""
         now = self._clock()
         accounts: dict[str, Account] = {}
         for agent_id, policy in agents.items():
-            acct = self._accounts.get(agent_id)
+            acct = self._accounts.get(agent_id) or self._dormant.pop(agent_id, None)
             if acct is None:
                 accounts[agent_id] = _new_account(policy, now)
                 continue
@@ -489,6 +499,7 @@ class Ledger:
             acct.policy = policy
             self._roll(acct, now, record=True)
             accounts[agent_id] = acct
+        self._dormant.update((a, acct) for a, acct in self._accounts.items() if a not in accounts)
         self._accounts = accounts
         for agent_id in accounts:
             self._notify(agent_id, "policy")
@@ -539,12 +550,12 @@ class Ledger:
             count += 1
             self._apply(record)
         now = self._clock()
-        for acct in self._accounts.values():
+        for acct in [*self._accounts.values(), *self._dormant.values()]:
             self._roll(acct, now, record=False)
         if self._holds:
             self._no_holds.clear()
         for hold in self._holds.values():
-            holder = self._accounts.get(hold.agent_id)
+            holder = self._book(hold.agent_id)
             if holder is not None:
                 holder.held += hold.amount
         return count
@@ -573,7 +584,7 @@ class Ledger:
             return
         if event == "request" and isinstance(request_id, str):
             self._holds.pop(request_id, None)
-        acct = self._accounts.get(agent_id) if isinstance(agent_id, str) else None
+        acct = self._book(agent_id) if isinstance(agent_id, str) else None
         if acct is None:
             return
         ts = parse_ts(record.get("ts"))
@@ -595,9 +606,11 @@ class Ledger:
     def _restore(self, snapshot: Mapping[str, Any]) -> None:
         agents = snapshot.get("agents")
         for agent_id, saved in (agents if isinstance(agents, dict) else {}).items():
-            acct = self._accounts.get(agent_id)
-            if acct is None or not isinstance(saved, dict):
+            if not isinstance(saved, dict):
                 continue
+            acct = self._accounts.get(agent_id)
+            if acct is None:  # not configured now: kept dormant, never forgotten
+                acct = self._dormant[agent_id] = _dormant_account(agent_id, saved)
             total = to_decimal(saved.get("budget_total"))
             if saved.get("total_set_by_admin") is True and total is not None:
                 acct.budget_total, acct.total_set_by_admin = total, True
@@ -623,6 +636,37 @@ def _rolled_already(acct: Account, record: Mapping[str, Any]) -> bool:
     if rolled_to is None or acct.period_start is None:
         return False
     return acct.period_start >= rolled_to
+
+
+def _dormant_entry(acct: Account) -> dict[str, Any]:
+    """A dormant account in a snapshot: what a configured one has, and what a start
+    without the agent in its config needs to keep it (its period, its config total)."""
+    return {
+        "budget_total": acct.budget_total,
+        "total_set_by_admin": acct.total_set_by_admin,
+        "spent": acct.spent,
+        "period_start": iso(acct.period_start) if acct.period_start else None,
+        "dormant": True,
+        "period": acct.policy.period,
+        "config_total": acct.policy.budget_total,
+    }
+
+
+def _dormant_account(agent_id: str, saved: Mapping[str, Any]) -> Account:
+    """A snapshot's account of an agent the config does not name. Its policy is a
+    stand-in that admits nothing (no tiers); a reload naming the agent replaces it."""
+    period = saved.get("period")
+    total = to_decimal(saved.get("config_total")) or to_decimal(saved.get("budget_total")) or ZERO
+    policy = AgentPolicy(
+        agent_id=agent_id,
+        budget_total=total,
+        budget_spent=ZERO,
+        budget_source="config",
+        period=period if period in PERIODS else "never",
+        hard_cap=True,
+        tiers=(),
+    )
+    return Account(policy=policy, budget_total=total, spent=ZERO, period_start=None)
 
 
 def _new_account(policy: AgentPolicy, now: datetime) -> Account:

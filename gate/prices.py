@@ -7,8 +7,9 @@ refresh, so the hot path only looks a model up.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from types import MappingProxyType
 from typing import Any
@@ -19,6 +20,9 @@ from .upstream import Upstream
 log = logging.getLogger(__name__)
 
 RETRY_SECONDS = 30.0
+# Where and with which Authorization to ask, read again before every refresh: a reload
+# that moves `base_url` or rotates the key reaches the next one.
+Source = Callable[[], tuple[Upstream, str | None]]
 
 
 def parse_models(document: Any) -> dict[str, ModelPrice]:
@@ -62,6 +66,11 @@ class PriceTable:
     def __init__(self) -> None:
         self._prices: Mapping[str, ModelPrice] = MappingProxyType({})
         self.loaded = False
+        self._wakeup = asyncio.Event()
+
+    def wake(self) -> None:
+        """Refresh now (a reload: perhaps a new upstream or key)."""
+        self._wakeup.set()
 
     @property
     def prices(self) -> Mapping[str, ModelPrice]:
@@ -79,12 +88,16 @@ class PriceTable:
         self.replace(prices)
         return True
 
-    async def keep_fresh(self, upstream: Upstream, authorization: str | None) -> None:
-        """Refresh forever: every `prices_refresh_seconds`, sooner after a failure."""
+    async def keep_fresh(self, source: Source) -> None:
+        """Refresh forever: every `prices_refresh_seconds`, sooner after a failure, at
+        once after `wake()`; each round asks the upstream and key `source` gives now."""
         ok = self.loaded
         while True:
-            interval = upstream.config.prices_refresh_seconds
-            await asyncio.sleep(interval if ok else min(RETRY_SECONDS, interval))
-            ok = await self.refresh(upstream, authorization)
+            interval = source()[0].config.prices_refresh_seconds
+            self._wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval if ok else min(RETRY_SECONDS, interval)):
+                    await self._wakeup.wait()
+            ok = await self.refresh(*source())
             if not ok:
                 log.warning("prices: could not load the model list from upstream")

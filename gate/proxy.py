@@ -63,6 +63,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             request, cfg.limits.max_body_bytes, cfg.limits.client_timeout_seconds
         )
         line["stream"] = body.get("stream") is True
+        if gate.config is not cfg:  # reloaded while the body arrived: admitted under the new
+            cfg = gate.config  # config, so a removed agent gets the unknown agent's 403
+            caller = identify(request, cfg, line["agent_id"])
         chat = chat_request(body, size, cfg.holds.max_tokens_ceiling)
         demand = chat.demand
         assert demand is not None

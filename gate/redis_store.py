@@ -207,7 +207,7 @@ class RedisLedger(Ledger):
     # -- talking to Redis -------------------------------------------------------------
 
     def _args(self, agent_id: str) -> tuple[list[str], list[str]]:
-        acct = self._accounts.get(agent_id)
+        acct = self._book(agent_id)  # a dormant agent's settlement still rolls its period
         keys = [self.keys.marker, self.keys.account(agent_id)]
         if acct is None:
             return keys, ["", "", ""]
@@ -255,7 +255,7 @@ class RedisLedger(Ledger):
     def _mirror(self, agent_id: str, reply: list[Any]) -> None:
         """Take Redis's word for an account (plus what this instance has not sent yet);
         a period this reply rolled is written to this instance's log, once."""
-        acct = self._accounts.get(agent_id)
+        acct = self._book(agent_id)
         if acct is None or len(reply) < 7:
             return
         pending = self._pending.get(agent_id, [ZERO, ZERO])

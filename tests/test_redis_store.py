@@ -241,3 +241,27 @@ async def test_open_mode_admits_while_redis_is_away_and_counts_once_after(
     await asyncio.wait_for(one.all_settled(), 10)
     assert usd((await shared(redis_server))["spent"]) == Decimal("0.002")
     assert one.store_error is None
+
+
+async def test_an_agent_removed_by_a_reload_keeps_its_spend_in_redis_and_resumes_it(
+    open_ledger: Opener, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """A reload removes agent `a` while its request runs: the settlement is charged to
+    its (dormant) account and reaches Redis; the reload that adds it back resumes it."""
+    clock = Clock()
+    await initialise(tmp_path, redis_server, clock)
+    one = await open_ledger("one", clock)
+    agents = store_config(tmp_path, redis_server, "one").agents
+    hold = await reserve(one, "req-1")
+    assert hold is not None
+    one.apply_policies({})  # a reload without `a`
+    assert one.account("a") is None and one.agent_ids() == []
+    line: dict[str, Any] = {"status": 200}
+    one.settle(hold, Decimal("0.004"), line)
+    assert line["agent_id"] == "a" and line["budget_remaining"] == BUDGET - Decimal("0.004")
+    await one.all_settled()
+    assert usd((await shared(redis_server))["spent"]) == Decimal("0.004")
+    one.apply_policies(agents)  # `a` is back
+    await one.all_settled()
+    await one.refresh()
+    assert one.account("a").spent == Decimal("0.004")  # type: ignore[union-attr]

@@ -213,3 +213,58 @@ async def test_a_snapshot_torn_at_a_graceful_stop_keeps_the_spend(tmp_path: Path
     finally:
         await gate.stop()
         await mock.stop()
+
+
+async def test_a_removed_agents_spend_survives_graceful_stops_until_it_is_added_back(
+    tmp_path: Path,
+) -> None:
+    """Reload removes agent-2; the graceful stop's snapshot keeps its books (dormant);
+    a start whose config still lacks it keeps them through its own snapshot; the start
+    that names it again resumes its spend."""
+    mock = await start_mock(tmp_path)
+    cfg = config_file(tmp_path, mock.url)
+    full = json.loads(cfg.read_text())
+    without = json.loads(cfg.read_text())
+    del without["cost_routing"]["agents"]["agent-2"]
+    log = tmp_path / "spend.jsonl"
+
+    async def ask(s: aiohttp.ClientSession, url: str, agent_id: str) -> None:
+        async with s.post(
+            url + "/v1/chat/completions", json=chat(), headers={"X-Agent-ID": agent_id}
+        ) as resp:
+            assert resp.status == 200
+            await resp.read()
+
+    gate = await start_gate(cfg, tmp_path)
+    try:
+        async with aiohttp.ClientSession() as s:
+            await ask(s, gate.url, "agent-2")
+            spent = (await spend(s, gate.url))["agent-2"]["budget_spent"]
+            assert Decimal(str(spent)) > 0
+            write_config(cfg, without)
+            async with s.post(gate.url + "/api/reload", headers=ADMIN) as resp:
+                assert resp.status == 200
+            assert await gate.stop(signal.SIGTERM) == 0
+            snapshot = spend_lines(log)[-1]
+            assert snapshot["event"] == "snapshot" and "agent-2" in snapshot["agents"]
+
+            gate = await start_gate(cfg, tmp_path)  # still without agent-2
+            assert "agent-2" not in await spend(s, gate.url)
+            await ask(s, gate.url, "agent-1")  # a line, so this stop writes a snapshot too
+            assert await gate.stop(signal.SIGTERM) == 0
+            assert spend_lines(log)[-1]["event"] == "snapshot"
+
+            write_config(cfg, full)
+            gate = await start_gate(cfg, tmp_path)
+            after = (await spend(s, gate.url))["agent-2"]
+        assert after["budget_spent"] == spent
+        assert Decimal(str(after["budget_spent"])) == books_of(log, "agent-2")
+    finally:
+        await gate.stop()
+        await mock.stop()
+    assert "Traceback" not in gate.errors()
+
+
+def books_of(path: Path, agent_id: str) -> Decimal:
+    lines = [r for r in spend_lines(path) if r["event"] == "request" and r["agent_id"] == agent_id]
+    return sum((Decimal(str(r["cost"])) for r in lines), Decimal(0))
