@@ -21,6 +21,7 @@ from .ledger import Clock, Ledger, utc_now
 from .metrics import Metrics
 from .openapi import openapi
 from .ops import start_ops
+from .origin import door_middleware
 from .prices import PriceTable
 from .proxy import chat_completions, list_models
 from .reconcile import reconcile_open_holds, recover_expired_holds
@@ -140,7 +141,13 @@ def _replay(ledger: Ledger, path: Path) -> int:
 def create_app(
     cfg: GateConfig, *, env: Mapping[str, str] | None = None, clock: Clock = utc_now
 ) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=cfg.limits.max_body_bytes)
+    def allowed_hosts() -> tuple[str, ...]:  # as of now: a reload may change them
+        return app[GATE].config.allowed_hosts if GATE in app else cfg.allowed_hosts
+
+    app = web.Application(
+        middlewares=[door_middleware(allowed_hosts), error_middleware],
+        client_max_size=cfg.limits.max_body_bytes,
+    )
     app[CONFIG] = cfg
     app[CLOCK] = clock
     app.cleanup_ctx.append(resources)

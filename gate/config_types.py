@@ -136,6 +136,7 @@ class GateConfig:
     agents: Mapping[str, AgentPolicy]
     admin_token: str | None = field(default=None, repr=False)
     require_agent_keys: bool = False  # every agent must have (and send) an api_key
+    allowed_hosts: tuple[str, ...] = ()  # Host names served besides loopback and the bound host
     spend_log_fsync: bool = False
     retry: RetryConfig = field(default_factory=RetryConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)

@@ -160,7 +160,7 @@ async def test_agent_id_with_cr_or_lf_never_reaches_upstream(gate, mock, raw_id:
     host, port = gate.server.host, gate.server.port
     reader, writer = await asyncio.open_connection(host, port)
     writer.write(
-        b"POST /v1/chat/completions HTTP/1.1\r\nHost: gate\r\nX-Agent-ID: "
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nX-Agent-ID: "
         + raw_id
         + b"\r\nContent-Type: application/json\r\nContent-Length: "
         + str(len(body)).encode()
@@ -430,7 +430,8 @@ async def test_every_request_line_has_every_spec_field(gate, mock, tmp_path) -> 
     resp = await gate.post(CHAT, json=chat(stream=True), headers=agent_1)
     await resp.read()
     assert (await gate.post(CHAT, json=chat(), headers={"X-Agent-ID": "nobody"})).status == 403
-    assert (await gate.post(CHAT, data=b"[]", headers=agent_1)).status == 400
+    json_type = {**agent_1, "Content-Type": "application/json"}
+    assert (await gate.post(CHAT, data=b"[]", headers=json_type)).status == 400
     lines = await lines_of(gate, tmp_path)
     assert len(lines) == 4
     for line in lines:
