@@ -26,6 +26,7 @@ from .prices import PriceTable
 from .proxy import chat_completions, list_models
 from .reconcile import reconcile_open_holds, recover_expired_holds
 from .redis_store import RedisLedger, redacted
+from .refusals import flush_every
 from .sendmark import send_mark_trace
 from .sinks import running_sinks
 from .spendlog import SpendLog, last_snapshot_offset, read_records
@@ -97,6 +98,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
             tasks = [
                 asyncio.create_task(gate.prices.keep_fresh(gate.upstream, auth), name="prices"),
                 asyncio.create_task(reconcile_open_holds(gate), name="reconcile"),
+                asyncio.create_task(flush_every(ledger.flush_refusals), name="refusals"),
                 *start_ops(app, gate, app[CLOCK]),  # alerts, console sync, upstream key + balance
             ]
             if isinstance(ledger, RedisLedger):  # dead instances' holds, settled here
@@ -111,6 +113,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
                 for task in tasks:
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
+                ledger.flush_refusals()  # the refusals counted since the last line
                 if ledger.lines_since_snapshot:
                     ledger.write_snapshot()  # a graceful stop: the next start replays nothing
     finally:
