@@ -435,7 +435,13 @@ def parse_config(
         root,
         "limits",
         _ROOT,
-        ("max_body_bytes", "max_concurrent_upstream", "client_timeout_seconds"),
+        (
+            "max_body_bytes",
+            "max_concurrent_upstream",
+            "client_timeout_seconds",
+            "max_connections",
+            "max_connections_per_client",
+        ),
     )
     hm = r.section(
         root,
@@ -478,6 +484,13 @@ def parse_config(
             ),
             client_timeout_seconds=r.seconds(
                 lm, "client_timeout_seconds", lp, limits.client_timeout_seconds
+            ),
+            max_connections=r.integer(
+                lm, "max_connections", lp, limits.max_connections, positive=True
+            ),
+            max_connections_per_client=r.integer(
+                lm, "max_connections_per_client", lp, limits.max_connections_per_client,
+                positive=True,
             ),
         ),
         require_agent_keys=r.flag(root, "require_agent_keys", _ROOT, False),

@@ -67,6 +67,10 @@ class LimitsConfig:
     max_body_bytes: int = 10 * 1024 * 1024
     max_concurrent_upstream: int = 1024  # calls in flight upstream (Envoy's default); beyond: 503
     client_timeout_seconds: float = 30.0  # a body read or one write to a client may stall this long
+    # open client connections, in total and per client address; the excess is closed
+    # when accepted (the total never exceeds half the open-files limit, `gate.conns`)
+    max_connections: int = 4096
+    max_connections_per_client: int = 1024
 
 
 MAX_TOKENS_CEILING = 2_000_000  # no model's context is larger today
