@@ -52,7 +52,7 @@ def _own_address(request: web.Request) -> str | None:
     transport = request.transport
     sockname = transport.get_extra_info("sockname") if transport is not None else None
     if isinstance(sockname, tuple) and sockname and isinstance(sockname[0], str):
-        return sockname[0].lower()
+        return sockname[0].lower().removeprefix("::ffff:")  # IPv4 on a dual-stack socket
     return None
 
 

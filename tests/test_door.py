@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from gate.app import create_app
 from gate.config import ConfigError, load_config, parse_config
 from gate.context import GATE
 
@@ -148,3 +149,12 @@ def test_the_shipped_config_requires_agent_keys_from_the_environment() -> None:
     assert {a: p.api_key for a, p in cfg.agents.items()} == {
         "agent-1": "k1", "agent-2": "k2", "default": "k3"
     }
+
+
+async def test_the_bound_address_passes(aiohttp_client, mock, tmp_path: Path) -> None:
+    app = create_app(make_config(tmp_path, mock.base_url))
+    client = await aiohttp_client(app, server_kwargs={"host": "127.0.0.5"})
+    resp = await client.post(CHAT, json=chat())  # Host: 127.0.0.5:<port>, as bound
+    assert resp.status == 200, await resp.text()
+    other = {"Host": f"127.0.0.6:{client.port}"}  # loopback too, but not this gate's
+    assert (await client.get("/api/health", headers=other)).status == 403
