@@ -24,7 +24,8 @@ SHIPPED_CONFIG = ROOT / "configs" / "policy.yaml"
 
 def shipped_fsync() -> bool:
     """`spend_log_fsync` as configs/policy.yaml ships it."""
-    cfg = load_config(SHIPPED_CONFIG, {"OPENROUTER_API_KEY": "sk-or-v1-bench"})
+    keys = {f"{a}_API_KEY": "k-" + a for a in ("AGENT_1", "AGENT_2", "DEFAULT_AGENT")}
+    cfg = load_config(SHIPPED_CONFIG, {"OPENROUTER_API_KEY": "sk-or-v1-bench", **keys})
     return cfg.spend_log_fsync
 
 

@@ -48,9 +48,14 @@ def gate_config(spend_log: Path, mock_url: str) -> dict[str, Any]:
                 "api_key": UPSTREAM_KEY,
                 "timeout_seconds": 120,
             },
-            # The shipped limit (1024 calls in flight upstream) would refuse half of (d)'s
-            # 2000 open streams with 503: raised so the bench measures holding them.
-            "limits": {"max_concurrent_upstream": MAX_CONCURRENT_UPSTREAM},
+            # The shipped limits (1024 calls in flight upstream, 1024 connections from one
+            # address) would refuse half of (d)'s 2000 open streams: raised so the bench
+            # measures holding them.
+            "limits": {
+                "max_concurrent_upstream": MAX_CONCURRENT_UPSTREAM,
+                "max_connections": MAX_CONCURRENT_UPSTREAM,
+                "max_connections_per_client": MAX_CONCURRENT_UPSTREAM,
+            },
             "agents": {name: agent for name in AGENTS},
         }
     }

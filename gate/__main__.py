@@ -15,7 +15,8 @@ from aiohttp import web
 
 from .app import create_app
 from .commands import SUBCOMMANDS, add_config_arg
-from .config import ConfigError, GateConfig, load_config
+from .config import ConfigError, GateConfig, LimitsConfig, load_config
+from .conns import CappedRunner, ResourceErrorLog, connection_cap, raise_fd_limit
 from .context import GATE, secrets_of
 from .redis_store import SpendStoreStartError
 from .scrub import RedactingFilter
@@ -46,15 +47,25 @@ def parse_args(argv: Sequence[str] | None, env: Mapping[str, str]) -> argparse.N
     return args
 
 
-async def serve(app: web.Application, host: str, port: int, idle_timeout: float) -> None:
+async def serve(
+    app: web.Application, host: str, port: int, limits: LimitsConfig, fd_limit: int
+) -> None:
     """Serve until SIGTERM/SIGINT, then stop taking requests, let the ones in flight
     finish (up to the grace period), settle and flush. A connection that has not sent a
-    whole request within `idle_timeout` seconds (slow headers included) is closed."""
-    runner = web.AppRunner(
+    whole request within `client_timeout_seconds` (slow headers included) is closed;
+    connections beyond the caps are closed when accepted (`gate.conns`)."""
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(ResourceErrorLog())
+    total = connection_cap(limits.max_connections, fd_limit)
+    if total < limits.max_connections:
+        log.warning("open-files limit %d: at most %d client connections", fd_limit, total)
+    runner = CappedRunner(
         app,
+        total,
+        limits.max_connections_per_client,
         access_log=None,
         handle_signals=False,
-        keepalive_timeout=idle_timeout,
+        keepalive_timeout=limits.client_timeout_seconds,
         shutdown_timeout=SHUTDOWN_GRACE_SECONDS,
     )
     await runner.setup()
@@ -64,7 +75,6 @@ async def serve(app: web.Application, host: str, port: int, idle_timeout: float)
         for bound_host, bound_port in (a[:2] for a in runner.addresses):
             print(f"gate listening on http://{bound_host}:{bound_port}", flush=True)
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
@@ -98,7 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         redact = RedactingFilter(lambda: app[GATE].secrets() if GATE in app else secrets_of(cfg))
         for handler in logging.getLogger().handlers:
             handler.addFilter(redact)
-        asyncio.run(serve(app, args.host, args.port, cfg.limits.client_timeout_seconds))
+        fd_limit = raise_fd_limit()  # idle connections must not run it out (systemd: 1024)
+        asyncio.run(serve(app, args.host, args.port, cfg.limits, fd_limit))
     except (SpendStoreStartError, SpendLogBusy) as err:
         print(f"gate: {err}", file=sys.stderr)
         return 1

@@ -21,9 +21,11 @@ from .ledger import Clock, Ledger, utc_now
 from .metrics import Metrics
 from .openapi import openapi
 from .ops import start_ops
+from .origin import door_middleware
 from .prices import PriceTable
 from .reconcile import reconcile_open_holds, recover_expired_holds
 from .redis_store import RedisLedger, redacted
+from .refusals import flush_every
 from .sendmark import send_mark_trace
 from .sinks import running_sinks
 from .spendlog import SpendLog, last_snapshot_offset, read_records
@@ -95,6 +97,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
             tasks = [
                 asyncio.create_task(gate.prices.keep_fresh(gate.price_source), name="prices"),
                 asyncio.create_task(reconcile_open_holds(gate), name="reconcile"),
+                asyncio.create_task(flush_every(ledger.flush_refusals), name="refusals"),
                 *start_ops(app, gate, app[CLOCK]),  # alerts, console sync, upstream key + balance
             ]
             if isinstance(ledger, RedisLedger):  # dead instances' holds, settled here
@@ -109,6 +112,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
                 for task in tasks:
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
+                ledger.flush_refusals()  # the refusals counted since the last line
                 if ledger.lines_since_snapshot:
                     ledger.write_snapshot()  # a graceful stop: the next start replays nothing
     finally:
@@ -139,7 +143,13 @@ def _replay(ledger: Ledger, path: Path) -> int:
 def create_app(
     cfg: GateConfig, *, env: Mapping[str, str] | None = None, clock: Clock = utc_now
 ) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=cfg.limits.max_body_bytes)
+    def allowed_hosts() -> tuple[str, ...]:  # as of now: a reload may change them
+        return app[GATE].config.allowed_hosts if GATE in app else cfg.allowed_hosts
+
+    app = web.Application(
+        middlewares=[door_middleware(allowed_hosts), error_middleware],
+        client_max_size=cfg.limits.max_body_bytes,
+    )
     app[CONFIG] = cfg
     app[CLOCK] = clock
     app.cleanup_ctx.append(resources)

@@ -49,6 +49,7 @@ from .config_types import (
     SpendStoreConfig,
     Tier,
 )
+from .origin import host_name
 
 __all__ = [
     "BUDGET_SOURCES",
@@ -82,6 +83,7 @@ _TOP_KEYS = (
     "spend_log_fsync",
     "admin_token",
     "require_agent_keys",
+    "allowed_hosts",
     "openrouter",
     "retry",
     "limits",
@@ -291,6 +293,28 @@ def _reported(r: _Reader, where: str) -> bool:
     return any(x.startswith(f"{where}:") or x.startswith(f"{where}.") for x in r.problems)
 
 
+def _allowed_hosts(r: _Reader, root: Mapping[Any, Any]) -> tuple[str, ...]:
+    """`allowed_hosts: [name, ...]`: the Host names (port optional) the gate answers to
+    besides loopback and its bound address, e.g. behind a reverse proxy."""
+    p, items = f"{_ROOT}.allowed_hosts", root.get("allowed_hosts")
+    if items is None:
+        return ()
+    if not isinstance(items, list):
+        r.fail(p, "must be a list of host names")
+        return ()
+    names: list[str] = []
+    for i, item in enumerate(items):
+        value = r.interpolate(item, f"{p}[{i}]") if isinstance(item, str) else item
+        name = host_name(value) if isinstance(value, str) else None
+        if value is _FAILED:
+            continue
+        if name is None:
+            r.fail(f"{p}[{i}]", "must be a host name, optionally with :port")
+        else:
+            names.append(name)
+    return tuple(names)
+
+
 def _agents(r: _Reader, root: Mapping[Any, Any]) -> Mapping[str, AgentPolicy]:
     p = f"{_ROOT}.agents"
     m = r.mapping(root.get("agents"), p)
@@ -411,7 +435,13 @@ def parse_config(
         root,
         "limits",
         _ROOT,
-        ("max_body_bytes", "max_concurrent_upstream", "client_timeout_seconds"),
+        (
+            "max_body_bytes",
+            "max_concurrent_upstream",
+            "client_timeout_seconds",
+            "max_connections",
+            "max_connections_per_client",
+        ),
     )
     hm = r.section(
         root,
@@ -455,8 +485,16 @@ def parse_config(
             client_timeout_seconds=r.seconds(
                 lm, "client_timeout_seconds", lp, limits.client_timeout_seconds
             ),
+            max_connections=r.integer(
+                lm, "max_connections", lp, limits.max_connections, positive=True
+            ),
+            max_connections_per_client=r.integer(
+                lm, "max_connections_per_client", lp, limits.max_connections_per_client,
+                positive=True,
+            ),
         ),
         require_agent_keys=r.flag(root, "require_agent_keys", _ROOT, False),
+        allowed_hosts=_allowed_hosts(r, root),
         holds=HoldsConfig(
             default_max_tokens=r.integer(
                 hm, "default_max_tokens", hp, holds.default_max_tokens, positive=True
@@ -495,11 +533,9 @@ def parse_config(
                 )
     if config.require_agent_keys:
         for agent in config.agents.values():
-            if not agent.api_key:
-                r.fail(
-                    f"{_ROOT}.agents.{agent.agent_id}.api_key",
-                    "is required (require_agent_keys is true)",
-                )
+            where = f"{_ROOT}.agents.{agent.agent_id}.api_key"
+            if not agent.api_key and not any(x.startswith(where + ":") for x in r.problems):
+                r.fail(where, "is required (require_agent_keys is true)")
     if r.problems:
         raise ConfigError(r.problems)
     return config

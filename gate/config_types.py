@@ -67,6 +67,10 @@ class LimitsConfig:
     max_body_bytes: int = 10 * 1024 * 1024
     max_concurrent_upstream: int = 1024  # calls in flight upstream (Envoy's default); beyond: 503
     client_timeout_seconds: float = 30.0  # a body read or one write to a client may stall this long
+    # open client connections, in total and per client address; the excess is closed
+    # when accepted (the total never exceeds half the open-files limit, `gate.conns`)
+    max_connections: int = 4096
+    max_connections_per_client: int = 1024
 
 
 MAX_TOKENS_CEILING = 2_000_000  # no model's context is larger today
@@ -136,6 +140,7 @@ class GateConfig:
     agents: Mapping[str, AgentPolicy]
     admin_token: str | None = field(default=None, repr=False)
     require_agent_keys: bool = False  # every agent must have (and send) an api_key
+    allowed_hosts: tuple[str, ...] = ()  # Host names served besides loopback and the bound host
     spend_log_fsync: bool = False
     retry: RetryConfig = field(default_factory=RetryConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)

@@ -21,6 +21,7 @@ from typing import Any
 from .config import AgentPolicy, Tier
 from .cost import NO_EXTRAS, ZERO, BodyCost, ModelPrice, to_decimal
 from .periods import PERIODS, period_end, period_start
+from .refusals import RefusalTally
 from .router import MAX_HOLD_USD, Admission, Refusal, admit, choose_tier, remaining_fraction
 from .spendlog import SpendLog, SpendLogError
 
@@ -127,6 +128,7 @@ class Ledger:
         self.marks_sends = False
         self.observers: list[Observer] = []
         self.line_observers: list[LineObserver] = []
+        self.refusals = RefusalTally()  # refusals of no authenticated agent, counted
 
     def _notify(self, agent_id: str, change: str) -> None:
         for observer in self.observers:
@@ -417,6 +419,22 @@ class Ledger:
         )
         self._append(line)
         self._tell_line(line, refused=True)
+
+    def count_refusal(self, line: dict[str, Any], reason: str) -> None:
+        """A request refused before a known agent was authenticated: counted into the
+        next `refusals` line (`gate.refusals`), not written on its own."""
+        line.update(
+            ts=iso(self._clock()), event="request", cost=ZERO, cost_source="none",
+            budget_remaining=None,
+        )
+        self.refusals.add(line["ts"], line["status"], reason, line.get("agent_id"))
+        self._tell_line(line, refused=True)
+
+    def flush_refusals(self) -> None:
+        """Write the refusals counted since the last such line, if any."""
+        record = self.refusals.take(iso(self._clock()))
+        if record is not None:
+            self._append(record)
 
     def _tell_line(self, line: Mapping[str, Any], *, refused: bool) -> None:
         for observer in self.line_observers:

@@ -31,10 +31,12 @@ ERROR_MEANINGS = {
     400: "The request is unsound (body, X-Agent-ID, an admin field), or upstream refused it",
     401: "Missing or wrong agent key or admin token, or upstream refused the key",
     402: "Budget exhausted (type budget_exhausted) or upstream credits gone",
-    403: "Agent not configured, or admin changes disabled (no admin token set)",
+    403: "Agent not configured, admin changes disabled (no admin token set), or a foreign "
+    "Origin or Host (a web page's request)",
     404: "No such agent",
     408: "The request body arrived too slowly (limits.client_timeout_seconds)",
     413: "The body is larger than limits.max_body_bytes",
+    415: "A POST body that is not application/json",
     429: "Upstream rate limit, relayed after the retries",
     500: "Upstream server error, relayed after the retries",
     502: "Upstream unreachable, cut off, not JSON, or answered with a redirect",
@@ -43,7 +45,7 @@ ERROR_MEANINGS = {
     504: "Upstream timed out",
 }
 
-CHAT_ERRORS = (400, 401, 402, 403, 408, 413, 429, 500, 502, 503, 504)
+CHAT_ERRORS = (400, 401, 402, 403, 408, 413, 415, 429, 500, 502, 503, 504)
 
 AGENT_HEADER = {
     "name": "X-Agent-ID",
@@ -339,6 +341,7 @@ def _admin_post(summary: str, schema: str, body: bool, *errors: int) -> dict[str
         "responses": {"200": _json(_ref(schema), summary), **_errors(401, 403, *errors)},
     }
     if body:
+        operation["responses"] |= _errors(415)
         operation["requestBody"] = {
             "required": True,
             "content": {"application/json": {"schema": _ref("BudgetChange")}},

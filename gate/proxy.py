@@ -25,6 +25,7 @@ from .errors import (
 from .intake import agent_id_of, chat_request, identify, read_json_object
 from .ledger import HoldDefaults, HoldRequest
 from .redis_store import SpendStoreError, SpendStoreRefused
+from .refusals import reason_of
 from .relay import Call, relay_json
 from .router import Refusal
 from .spendlog import SpendLogError
@@ -56,9 +57,11 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     cfg = gate.config
     started = time.perf_counter()
     line = blank_line(new_request_id())
+    known = False  # a known agent, authenticated: its refusals write their own lines
     try:
         line["agent_id"] = agent_id_of(request)  # as claimed: a refusal names who tried
         caller = identify(request, cfg, line["agent_id"])
+        known = True
         body, size = await read_json_object(
             request, cfg.limits.max_body_bytes, cfg.limits.client_timeout_seconds
         )
@@ -109,18 +112,26 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
                 raise budget_refusal(caller.policy.agent_id, outcome.message, resets_at)
             raise GateError(outcome.status, INVALID_REQUEST, outcome.message)
     except GateError as err:
-        _refused(gate, line, err.status, started)
+        reason = None if known else reason_of(err.status, err.message)
+        _refused(gate, line, err.status, started, reason)
         raise
     admission, hold = outcome
     call = Call(gate, request, chat, caller, admission, hold, line, started)
     return await gate.shielded(relay_stream(call) if chat.stream else relay_json(call))
 
 
-def _refused(gate: Gate, line: dict[str, Any], status: int, started: float) -> None:
+def _refused(
+    gate: Gate, line: dict[str, Any], status: int, started: float, reason: str | None = None
+) -> None:
+    """The refusal's line; with a `reason` (no known agent authenticated) only counted
+    into the next `refusals` line (`gate.refusals`)."""
     seconds = time.perf_counter() - started
     line["status"] = status
     line["latency_ms"] = round(seconds * 1000, 3)
-    gate.ledger.record_refusal(line)
+    if reason is None:
+        gate.ledger.record_refusal(line)
+    else:
+        gate.ledger.count_refusal(line, reason)
     gate.metrics.request(line["agent_id"], line["tier"], status, ZERO, seconds, line["stream"])
 
 

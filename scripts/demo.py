@@ -27,6 +27,13 @@ AGENT = "agent-1"
 ADMIN_TOKEN = "demo-admin-token"  # noqa: S105 - a throwaway token for this run only
 PLACEHOLDER_KEY = "sk-or-demo-not-a-real-key"
 CONSOLE_KEY = "demo-console-key"  # the mock console's key, for this run only
+# policy.yaml requires agent keys, each from its own variable: throwaway ones for this run
+AGENT_KEYS = {
+    "AGENT_1_API_KEY": "demo-agent-1-key",
+    "AGENT_2_API_KEY": "demo-agent-2-key",
+    "DEFAULT_AGENT_API_KEY": "demo-default-key",
+}
+AGENT_HEADERS = {"X-Agent-ID": AGENT, "Authorization": f"Bearer {AGENT_KEYS['AGENT_1_API_KEY']}"}
 CONSOLE_SYNC_SECONDS = "0.2"
 START_TIMEOUT = 20.0
 PAD = " " * 8
@@ -136,7 +143,7 @@ async def chat(http: aiohttp.ClientSession, gate: str, stream: bool) -> Answer:
         body |= {"stream": True, "stream_options": {"include_usage": True}}
     url = f"{gate}/v1/chat/completions"
     if not stream:
-        async with http.post(url, json=body, headers={"X-Agent-ID": AGENT}) as resp:
+        async with http.post(url, json=body, headers=AGENT_HEADERS) as resp:
             return resp.status, await resp.json(), ""
     # Streams are read by aiohttp-sse-client, an EventSource independent of the gate. It
     # reconnects (a second, billed POST) when a stream ends, so stop at [DONE].
@@ -144,7 +151,7 @@ async def chat(http: aiohttp.ClientSession, gate: str, stream: bool) -> Answer:
     events = content = 0
     done = False
     source = sse_client.EventSource(
-        url, option={"method": "POST"}, session=http, json=body, headers={"X-Agent-ID": AGENT}
+        url, option={"method": "POST"}, session=http, json=body, headers=AGENT_HEADERS
     )
     async with source:
         async for event in source:
@@ -295,6 +302,7 @@ async def demo(work: Path) -> None:
             "JETPATCH_URL": mock_url,
             "JETPATCH_API_KEY": CONSOLE_KEY,
             "JETPATCH_SYNC_SECONDS": CONSOLE_SYNC_SECONDS,
+            **AGENT_KEYS,
         }
         gate_args = ["--config", "configs/policy.yaml", "--host", "127.0.0.1", "--port", "0"]
         gate_proc, gate = await start("gate", gate_args, gate_env, work / "gate.err")

@@ -129,8 +129,9 @@ async def test_unknown_agent_is_403(gate, mock, tmp_path: Path) -> None:
     assert resp.status == 403
     assert body["error"]["code"] == 403
     assert mock.state.chat_count() == 0
-    [line] = await lines_of(gate, tmp_path)
-    assert (line["status"], line["cost"], line["agent_id"]) == (403, 0, "agent-9")
+    assert await lines_of(gate, tmp_path) == []  # counted into the next `refusals` line
+    [reason] = gate.app[GATE].ledger.refusals.take("now")["reasons"]
+    assert (reason["status"], reason["count"]) == (403, 1)
 
 
 @pytest.mark.parametrize("agent_id", ["a" * 65, "agent 1", "agent/1", "ágent", "a\tb", "a:b"])
@@ -140,8 +141,10 @@ async def test_bad_agent_id_is_400(gate, mock, tmp_path: Path, agent_id: str) ->
     assert resp.status == 400, body
     assert "X-Agent-ID" in body["error"]["message"]
     assert mock.state.chat_count() == 0
-    [line] = await lines_of(gate, tmp_path)
-    assert (line["status"], line["cost"]) == (400, 0)
+    assert await lines_of(gate, tmp_path) == []  # counted into the next `refusals` line
+    counted = gate.app[GATE].ledger.refusals.take("now")
+    assert counted["reasons"] == [{"status": 400, "reason": "invalid X-Agent-ID", "count": 1}]
+    assert counted["agent_ids"] == {}  # a malformed id is never written
 
 
 async def test_agent_id_of_64_characters_is_fine(start_gate, mock, tmp_path: Path) -> None:
@@ -160,7 +163,7 @@ async def test_agent_id_with_cr_or_lf_never_reaches_upstream(gate, mock, raw_id:
     host, port = gate.server.host, gate.server.port
     reader, writer = await asyncio.open_connection(host, port)
     writer.write(
-        b"POST /v1/chat/completions HTTP/1.1\r\nHost: gate\r\nX-Agent-ID: "
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nX-Agent-ID: "
         + raw_id
         + b"\r\nContent-Type: application/json\r\nContent-Length: "
         + str(len(body)).encode()
@@ -205,8 +208,8 @@ async def test_per_agent_key(start_gate, mock, tmp_path: Path) -> None:
     resp = await client.post(CHAT, json=chat())
     assert resp.status == 200
     lines = await lines_of(client, tmp_path)
-    assert [line["status"] for line in lines] == [401, 401, 401, 401, 200, 200]
-    assert all(line["cost"] == 0 for line in lines[:4])
+    assert [line["status"] for line in lines] == [200, 200]  # the 401s: counted only
+    assert client.app[GATE].ledger.refusals.count == 4
 
 
 async def test_pass_through_sends_the_clients_authorization(
@@ -335,7 +338,9 @@ async def test_body_just_under_the_limit_passes(start_gate, mock, tmp_path: Path
 # --- refusals are all on the books -------------------------------------------------
 
 
-async def test_every_refusal_writes_a_request_line(start_gate, mock, tmp_path: Path) -> None:
+async def test_every_refusal_of_a_known_agent_writes_a_request_line(
+    start_gate, mock, tmp_path: Path
+) -> None:
     client = await start_gate(make_config(tmp_path, mock.base_url, admin_token="t0k"))
     await client.post("/api/budget/agent-1", json={"budget_spent": 50}, headers=ADMIN)
     attempts = [
@@ -351,18 +356,17 @@ async def test_every_refusal_writes_a_request_line(start_gate, mock, tmp_path: P
         assert resp.status == status
     lines = await lines_of(client, tmp_path)
     assert [(r["status"], r["stream"]) for r in lines] == [
-        (403, False),
-        (400, False),
         (400, False),
         (402, False),
         (200, True),
-    ]
-    for line in lines[:4]:
+    ]  # the unknown agent and the malformed id: counted into the next `refusals` line
+    assert client.app[GATE].ledger.refusals.count == 2
+    for line in lines[:2]:
         assert line["cost"] == 0
         assert line["cost_source"] == "none"
         assert line["request_id"].startswith("req-")
         assert line["ts"].endswith("Z")
-    assert lines[3]["agent_id"] == "agent-1"
+    assert lines[1]["agent_id"] == "agent-1"
     assert mock.state.chat_count() == 1
 
 
@@ -430,10 +434,11 @@ async def test_every_request_line_has_every_spec_field(gate, mock, tmp_path) -> 
     resp = await gate.post(CHAT, json=chat(stream=True), headers=agent_1)
     await resp.read()
     assert (await gate.post(CHAT, json=chat(), headers={"X-Agent-ID": "nobody"})).status == 403
-    assert (await gate.post(CHAT, data=b"[]", headers=agent_1)).status == 400
+    json_type = {**agent_1, "Content-Type": "application/json"}
+    assert (await gate.post(CHAT, data=b"[]", headers=json_type)).status == 400
     lines = await lines_of(gate, tmp_path)
-    assert len(lines) == 4
+    assert len(lines) == 3  # the unknown agent's 403: counted into a `refusals` line
     for line in lines:
         assert SPEC_FIELDS <= set(line), SPEC_FIELDS - set(line)
     refused = [r for r in lines if r["status"] != 200]
-    assert refused[1]["budget_remaining"] is not None  # agent-1's, as for any line
+    assert refused[0]["budget_remaining"] is not None  # agent-1's, as for any line

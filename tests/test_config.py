@@ -500,9 +500,12 @@ def test_thresholds_are_exact_decimals() -> None:
 # --- files -------------------------------------------------------------------------
 
 
+SHIPPED_KEYS = {"AGENT_1_API_KEY": "k1", "AGENT_2_API_KEY": "k2", "DEFAULT_AGENT_API_KEY": "k3"}
+
+
 def test_policy_yaml_loads_with_the_key() -> None:
     path = CONFIGS / "policy.yaml"
-    cfg = load_config(path, env={"OPENROUTER_API_KEY": "x"})
+    cfg = load_config(path, env={"OPENROUTER_API_KEY": "x", **SHIPPED_KEYS})
     assert cfg.source == path
     assert cfg.openrouter.api_key == "x"
     assert cfg.openrouter.base_url == "https://openrouter.ai/api/v1"
@@ -525,17 +528,21 @@ def test_policy_yaml_loads_with_the_key() -> None:
             "mistralai/mistral-small-3.2-24b-instruct")
 
 
-def test_policy_yaml_without_the_key_fails_with_one_line() -> None:
+def test_policy_yaml_without_its_keys_names_each_variable_once() -> None:
     with pytest.raises(ConfigError) as excinfo:
         load_config(CONFIGS / "policy.yaml", env={})
     assert excinfo.value.problems == [
-        "cost_routing.openrouter.api_key: environment variable OPENROUTER_API_KEY is not set"]
+        "cost_routing.openrouter.api_key: environment variable OPENROUTER_API_KEY is not set",
+        "cost_routing.agents.agent-1.api_key: environment variable AGENT_1_API_KEY is not set",
+        "cost_routing.agents.agent-2.api_key: environment variable AGENT_2_API_KEY is not set",
+        "cost_routing.agents.default.api_key: "
+        "environment variable DEFAULT_AGENT_API_KEY is not set"]
 
 
 def test_policy_yaml_honours_its_variables(tmp_path: Path) -> None:
     cfg = load_config(CONFIGS / "policy.yaml", env={
         "OPENROUTER_API_KEY": "x", "OPENROUTER_BASE_URL": "http://127.0.0.1:9000/api/v1",
-        "SPEND_LOG": str(tmp_path / "s.jsonl"), "GATE_ADMIN_TOKEN": "t"})
+        "SPEND_LOG": str(tmp_path / "s.jsonl"), "GATE_ADMIN_TOKEN": "t", **SHIPPED_KEYS})
     assert cfg.openrouter.base_url == "http://127.0.0.1:9000/api/v1"
     assert (cfg.spend_log, cfg.admin_token) == (tmp_path / "s.jsonl", "t")
 

@@ -56,9 +56,13 @@ def post_chat(payload: Any = None, headers: dict[str, str] | None = None, **kw: 
     return call
 
 
-def request(method: str, path: str, token: str | None = ADMIN_TOKEN, **kw: Any) -> Case:
+def request(
+    method: str, path: str, token: str | None = ADMIN_TOKEN, json_type: bool = False, **kw: Any
+) -> Case:
     async def call(env: Env) -> Any:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
+        if json_type:
+            headers["Content-Type"] = "application/json"
         return await env.client.request(method, path, headers=headers, **kw)
 
     return call
@@ -128,7 +132,8 @@ CASES: list[tuple[str, Case, int]] = [
     ("admin unknown agent", request("GET", "/api/spend/stranger"), 404),
     ("admin unknown agent, post", request("POST", "/api/reset/stranger"), 404),
     ("admin unknown path", request("GET", "/api/nothing"), 404),
-    ("admin bad body", request("POST", "/api/budget/agent-1", data=b"[1]"), 400),
+    ("admin bad body", request("POST", "/api/budget/agent-1", data=b"[1]", json_type=True), 400),
+    ("admin text body", request("POST", "/api/budget/agent-1", data=b"{}"), 415),
     ("admin negative", request("POST", "/api/budget/agent-1", json={"budget_spent": -1}), 400),
     ("admin unknown field", request("POST", "/api/budget/agent-1", json={"spent": 1}), 400),
     ("reload without a file", request("POST", "/api/reload"), 400),

@@ -160,7 +160,7 @@ async def test_bad_config_exits_2_with_one_line_per_problem(tmp_path: Path) -> N
     assert UPSTREAM_KEY not in err.decode()
 
 
-def test_policy_yaml_without_key_names_the_one_problem(tmp_path: Path) -> None:
+def test_policy_yaml_without_keys_names_each_variable(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parent.parent
     env = {"PATH": "/usr/bin:/bin", "SPEND_LOG": str(tmp_path / "s.jsonl")}
     done = subprocess.run(
@@ -174,7 +174,13 @@ def test_policy_yaml_without_key_names_the_one_problem(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        "gate: cost_routing.openrouter.api_key: environment variable OPENROUTER_API_KEY is not set"
+        "gate: cost_routing.openrouter.api_key: environment variable OPENROUTER_API_KEY is not set",
+        "gate: cost_routing.agents.agent-1.api_key: "
+        "environment variable AGENT_1_API_KEY is not set",
+        "gate: cost_routing.agents.agent-2.api_key: "
+        "environment variable AGENT_2_API_KEY is not set",
+        "gate: cost_routing.agents.default.api_key: "
+        "environment variable DEFAULT_AGENT_API_KEY is not set",
     ]
 
 
