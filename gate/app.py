@@ -89,6 +89,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
                 sinks=sinks,
             )
             app[GATE] = gate
+            ledger.line_observers.append(gate.calibration.request_line)
             auth = f"Bearer {cfg.openrouter.api_key}" if cfg.openrouter.api_key else None
             # Holds are only as good as the prices: try to have them before serving.
             with contextlib.suppress(TimeoutError):

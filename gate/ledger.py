@@ -21,7 +21,15 @@ from typing import Any
 from .config import AgentPolicy, Tier
 from .cost import NO_EXTRAS, ZERO, BodyCost, ModelPrice, to_decimal
 from .periods import period_end, period_start
-from .router import MAX_HOLD_USD, Admission, Refusal, admit, choose_tier, remaining_fraction
+from .router import (
+    MAX_HOLD_USD,
+    Admission,
+    PromptTokens,
+    Refusal,
+    admit,
+    choose_tier,
+    remaining_fraction,
+)
 from .spendlog import SpendLog, SpendLogError
 
 log = logging.getLogger(__name__)
@@ -93,7 +101,7 @@ class Hold:
 @dataclass(frozen=True, slots=True)
 class HoldRequest:
     requested_model: str | None
-    prompt_tokens: int
+    prompt_tokens: int | PromptTokens  # or, per the models it may go to (gate.calibrate)
     max_tokens: int | None
     extra_usd: Decimal = ZERO  # a per-request charge tokens do not show (an unpriced plugin)
     body: BodyCost = NO_EXTRAS  # choices, reasoning, images, web search: priced on top
