@@ -72,7 +72,7 @@ class Calibration:
         ratios = self._ratios.get(model)
         if ratios is None:
             ratios = self._ratios[model] = deque(maxlen=WINDOW)
-        ratios.append(min(max(ratio, FLOOR), CEILING))
+        ratios.append(min(ratio, CEILING))
         factor = min(max(max(ratios) * MARGIN, FLOOR), CEILING)
         self._factors[model] = factor
         self._highest = max(self._factors.values())
