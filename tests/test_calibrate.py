@@ -90,7 +90,10 @@ TOOL_JSON = len(json.dumps([TOOL], separators=(",", ":")))
         # tool definitions as their JSON, plus a few units of framing each
         ({"tools": [TOOL, TOOL]}, REQUEST_UNITS + 2 * TOOL_UNITS + units(2 * TOOL_JSON + 1)),
         # `system` (Messages) and `instructions` (Responses), string or text blocks
-        ({"system": [{"type": "text", "text": "s" * 8}], "instructions": "i" * 8}, REQUEST_UNITS + units(16)),
+        (
+            {"system": [{"type": "text", "text": "s" * 8}], "instructions": "i" * 8},
+            REQUEST_UNITS + units(16),
+        ),
         # UTF-8 bytes, not characters; a name counts
         ({"messages": [{"role": "user", "content": "日本", "name": "bob"}]}, BASE + units(9)),
         # the envelope is no prompt: model, limits, stream options, metadata
@@ -194,8 +197,7 @@ def openclaw_body(user: str = "What changed in the repo today?") -> dict[str, An
             "type": "function",
             "function": {
                 "name": f"tool_{i}",
-                "description": f"Tool number {i}: reads, writes or searches the workspace. "
-                * 4,
+                "description": f"Tool number {i}: reads, writes or searches the workspace. " * 4,
                 "parameters": {
                     "type": "object",
                     "properties": {
@@ -267,9 +269,7 @@ async def test_a_request_costing_less_than_what_is_left_is_not_refused(
     assert await post(client, body) == 200  # the model's first request calibrates it
     gate = client.app[GATE]
     await gate.ledger.set_budget("oc", None, D("0.99"))  # $0.01 left
-    resp = await client.post(
-        "/v1/chat/completions", data=raw, headers={"X-Agent-ID": "oc"}
-    )
+    resp = await client.post("/v1/chat/completions", data=raw, headers={"X-Agent-ID": "oc"})
     assert resp.status == 200, await resp.text()
     cost = request_lines(tmp_path / "spend.jsonl")[-1]["cost"]
     assert D("0.006") < cost < D("0.008")
