@@ -34,6 +34,7 @@ D = Decimal
 SONNET = "anthropic/claude-sonnet-4.5"
 P, C = D("0.000003"), D("0.000015")  # sonnet's prompt and completion prices at the mock
 ONE_MODEL = [{"name": "only", "threshold": 0, "models": [SONNET]}]
+ADMIN = "adm-" + "5" * 24
 BASE = REQUEST_UNITS + MESSAGE_UNITS  # one message's units before its text
 
 
@@ -234,7 +235,9 @@ async def post(client: Any, body: dict[str, Any], agent_id: str = "oc") -> int:
 async def test_an_openclaw_request_is_held_near_its_real_prompt_once_calibrated(
     start_gate, mock, tmp_path: Path
 ) -> None:
-    cfg = make_config(tmp_path, mock.base_url, agents={"oc": agent(5, tiers=ONE_MODEL)})
+    cfg = make_config(
+        tmp_path, mock.base_url, agents={"oc": agent(5, tiers=ONE_MODEL)}, admin_token=ADMIN
+    )
     client = await start_gate(cfg)
     await load_prices(client)
     bodies = [openclaw_body(), openclaw_body("And yesterday?")]
@@ -252,6 +255,9 @@ async def test_an_openclaw_request_is_held_near_its_real_prompt_once_calibrated(
     print(f"real prompt {real[0]}, {real[1]}")
     assert held[0] >= real[0]  # the first, uncalibrated: conservative
     assert real[1] <= held[1] <= D("1.3") * real[1] < old  # after one settled request
+    prices = await client.get("/api/prices", headers={"Authorization": f"Bearer {ADMIN}"})
+    learnt = (await prices.json())["prompt_calibration"]
+    assert learnt[SONNET]["samples"] == 2 and 1 < learnt[SONNET]["tokens_per_unit"] < DEFAULT_FACTOR
 
 
 async def test_a_request_costing_less_than_what_is_left_is_not_refused(
