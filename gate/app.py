@@ -91,6 +91,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
                 sinks=sinks,
             )
             app[GATE] = gate
+            ledger.line_observers.append(gate.calibration.request_line)
             # Holds are only as good as the prices: try to have them before serving.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(gate.prices.refresh(*gate.price_source()), PRICES_AT_START)

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from .calibrate import Calibration
 from .config import GateConfig
 from .keystatus import KeyStatus
 from .ledger import Ledger
@@ -37,6 +38,8 @@ class Gate:
     # name -> what a background part (console sync, upstream credit) adds to /api/health;
     # None leaves it out, a "warning" key goes to the body's "warnings" list.
     health_checks: dict[str, Callable[[], dict[str, Any] | None]] = field(default_factory=dict)
+    # Prompt tokens per estimate unit, per model, learnt from settled lines (holds use it).
+    calibration: Calibration = field(default_factory=Calibration)
 
     async def shielded(self, work: Coroutine[Any, Any, T]) -> T:
         """Run a relay so that cancelling the handler cannot stop it half-way: it reads

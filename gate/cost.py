@@ -15,9 +15,6 @@ from decimal import ROUND_CEILING, Decimal, InvalidOperation
 ZERO = Decimal(0)
 PICO = Decimal("1e-12")
 
-# A prompt token is at least ~3-4 bytes of JSON; dividing the body's size by 3 gives a
-# count that is high for real text, which is what a hold wants.
-BYTES_PER_PROMPT_TOKEN = 3
 # OpenRouter's web plugin: $4 per 1000 results, 5 results unless `max_results` says.
 WEB_RESULT_USD = Decimal("0.004")
 DEFAULT_WEB_RESULTS = 5
@@ -47,10 +44,6 @@ def flat_price(usd_per_token: Decimal) -> ModelPrice:
 def price_of(prices: Mapping[str, ModelPrice], model: str, unknown: Decimal) -> ModelPrice:
     found = prices.get(model)
     return found if found is not None else flat_price(unknown)
-
-
-def estimate_prompt_tokens(body_bytes: int) -> int:
-    return -(-body_bytes // BYTES_PER_PROMPT_TOKEN)
 
 
 def worst_price(

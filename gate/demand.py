@@ -11,8 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .cost import DEFAULT_WEB_RESULTS, BodyCost, estimate_prompt_tokens
+from .cost import DEFAULT_WEB_RESULTS, BodyCost
 from .errors import INVALID_REQUEST, GateError
+from .prompt import estimate_prompt
 
 MAX_CHOICES = 128  # `n`, as OpenAI bounds it
 MAX_WEB_RESULTS = 100  # a web plugin's `max_results`
@@ -21,7 +22,7 @@ ONLINE_SUFFIX = ":online"  # a model variant that is the web plugin
 
 @dataclass(frozen=True, slots=True)
 class Demand:
-    prompt_tokens: int  # estimated from the body's text (images apart)
+    prompt_tokens: int  # estimate units of billed text (`gate.prompt`), calibrated per model
     max_tokens: int | None  # per choice; bounds reasoning too
     body: BodyCost
     unpriced_plugins: int  # plugins the gate has no price for: a flat charge each
@@ -38,13 +39,13 @@ def read_demand(body: Mapping[str, Any], size: int, max_tokens_ceiling: int) -> 
     budget = None
     if isinstance(reasoning, Mapping):
         budget = _count(reasoning, "max_tokens", max_tokens_ceiling, "reasoning.max_tokens")
-    images, image_bytes = _images(body.get("messages"))
+    images, _ = _images(body.get("messages"))
     web_results, native, unpriced = _plugins(body)
     model = body.get("model")
     if isinstance(model, str) and model.endswith(ONLINE_SUFFIX) and not web_results:
         web_results, native = DEFAULT_WEB_RESULTS, native + 1
     return Demand(
-        prompt_tokens=estimate_prompt_tokens(max(size - image_bytes, 0)),
+        prompt_tokens=estimate_prompt(body),
         max_tokens=max_tokens,
         body=BodyCost(choices, budget or 0, images, web_results, native),
         unpriced_plugins=unpriced,

@@ -22,7 +22,15 @@ from .config import AgentPolicy, Tier
 from .cost import NO_EXTRAS, ZERO, BodyCost, ModelPrice, to_decimal
 from .periods import PERIODS, period_end, period_start
 from .refusals import RefusalTally
-from .router import MAX_HOLD_USD, Admission, Refusal, admit, choose_tier, remaining_fraction
+from .router import (
+    MAX_HOLD_USD,
+    Admission,
+    PromptTokens,
+    Refusal,
+    admit,
+    choose_tier,
+    remaining_fraction,
+)
 from .spendlog import SpendLog, SpendLogError
 
 log = logging.getLogger(__name__)
@@ -94,7 +102,7 @@ class Hold:
 @dataclass(frozen=True, slots=True)
 class HoldRequest:
     requested_model: str | None
-    prompt_tokens: int
+    prompt_tokens: int | PromptTokens  # or, per the models it may go to (gate.calibrate)
     max_tokens: int | None
     extra_usd: Decimal = ZERO  # a per-request charge tokens do not show (an unpriced plugin)
     body: BodyCost = NO_EXTRAS  # choices, reasoning, images, web search: priced on top

@@ -254,6 +254,12 @@ SCHEMAS: dict[str, Any] = {
                 "additionalProperties": {"type": "object", "nullable": True},
             },
             "models": {"type": "object", "additionalProperties": {"type": "object"}},
+            "prompt_calibration": {
+                "type": "object",
+                "description": "Per model that answered since the start: prompt tokens "
+                "per estimate unit a hold assumes, and the requests it rests on.",
+                "additionalProperties": {"type": "object"},
+            },
         },
     },
     "Alerts": {

@@ -116,6 +116,7 @@ async def prices(request: web.Request) -> web.Response:
             # null: upstream does not price it, so holds use the unknown-model price
             "tier_models": {m: price_view(table[m]) if m in table else None for m in configured},
             "models": {m: price_view(table[m]) for m in sorted(table)},
+            "prompt_calibration": gate.calibration.view(),  # gate.calibrate
         }
     )
 

@@ -85,7 +85,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
                 line["request_id"],
                 HoldRequest(
                     chat.model,
-                    demand.prompt_tokens,
+                    gate.calibration.prompt_tokens(line["request_id"], demand.prompt_tokens),
                     demand.max_tokens,
                     cfg.holds.plugin_usd_per_request * demand.unpriced_plugins,
                     demand.body,

@@ -4,7 +4,7 @@ whether a request's hold fits. No clock, no I/O: tests call these with plain tab
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -24,6 +24,9 @@ from .cost import (
 MAX_HOLD_USD = Decimal(1000)
 
 MAX_UPSTREAM_MODELS = 3  # OpenRouter refuses a longer `models` list
+
+# The prompt tokens a hold assumes, given the models it may go to (`gate.calibrate`).
+PromptTokens = Callable[[Sequence[str]], int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +78,7 @@ def admit(
     budget_total: Decimal,
     committed: Decimal,
     requested_model: str | None,
-    prompt_tokens: int,
+    prompt_tokens: int | PromptTokens,
     max_tokens: int | None,
     prices: Mapping[str, ModelPrice],
     unknown_price: Decimal,
@@ -96,6 +99,8 @@ def admit(
     if tier is None:
         return Refusal("budget exhausted for this period", None)
     models = upstream_models(tier, requested_model)
+    if callable(prompt_tokens):
+        prompt_tokens = prompt_tokens(models)
     price = worst_price(prices, models, unknown_price)
     completion = completion_per_choice(max_tokens, body, default_max_tokens, price)
     left = budget_total - committed

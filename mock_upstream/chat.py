@@ -36,7 +36,8 @@ class ChatApi(Api):
     name = "chat"
 
     def ask(self, body: dict[str, Any], fault: Fault) -> Ask:
-        return openai_ask(body, body.get("messages", []))
+        messages, tools = body.get("messages", []), body.get("tools")
+        return openai_ask(body, [messages, tools] if tools else messages)
 
     def delta(self, plan: Plan, index: int, text: str) -> bytes:
         return wire.sse(wire.chunk(plan.reply, text))

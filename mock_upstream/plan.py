@@ -120,7 +120,7 @@ def make_plan(api: Api, body: dict[str, Any], body_size: int, fault: Fault, chun
             created=int(time.time()),
         ),
         price=PRICES.get(answer, PRICES[model]),
-        prompt_tokens=count_prompt_tokens(ask.prompt, body_size),
+        prompt_tokens=count_prompt_tokens(ask.prompt),
         completion_tokens=completion,
         finish_reason="length" if completion < wanted else "stop",
         ask=ask,

@@ -79,12 +79,10 @@ def cost_of(price: ModelPrice, prompt_tokens: int, completion_tokens: int) -> De
     return price.prompt * prompt_tokens + price.completion * completion_tokens
 
 
-def count_prompt_tokens(messages: Any, body_size: int) -> int:
-    """A deterministic prompt-token count: about four UTF-8 bytes of messages a token.
-
-    Capped at a third of the request body's size, because the gate estimates its
-    budget hold as body bytes / 3 and the mock must never bill more than that.
+def count_prompt_tokens(prompt: Any) -> int:
+    """A deterministic prompt-token count: about four UTF-8 bytes of the prompt's JSON a
+    token (messages and, where sent, tool definitions), uncapped, as a provider bills
+    it. The gate's holds must cover it: see `gate.prompt` and `gate.calibrate`.
     """
-    compact = json.dumps(messages, separators=(",", ":"), ensure_ascii=False)
-    estimate = math.ceil(len(compact.encode("utf-8")) / 4)
-    return min(estimate, body_size // 3)
+    compact = json.dumps(prompt, separators=(",", ":"), ensure_ascii=False)
+    return math.ceil(len(compact.encode("utf-8", "surrogatepass")) / 4)

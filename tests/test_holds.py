@@ -5,6 +5,7 @@ the end-to-end checks read the hold lines a running gate writes."""
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any, cast
 
 import pytest
 
+from gate.calibrate import DEFAULT_FACTOR
 from gate.config import AgentPolicy, ConfigError, Tier
 from gate.context import GATE
 from gate.cost import (
@@ -19,7 +21,6 @@ from gate.cost import (
     WEB_RESULT_USD,
     BodyCost,
     ModelPrice,
-    estimate_prompt_tokens,
     hold_usd,
     worst_price,
 )
@@ -29,6 +30,7 @@ from gate.intake import Caller
 from gate.jsonfmt import dumps
 from gate.ledger import Hold, HoldDefaults, HoldRequest, Ledger
 from gate.prices import parse_models
+from gate.prompt import estimate_prompt
 from gate.relay import Call
 from gate.router import Admission, Refusal, admit, remaining_fraction
 from gate.spendlog import SpendLog
@@ -124,7 +126,8 @@ def test_read_demand_does_not_count_image_bytes_as_text() -> None:
     size = len(json.dumps(body))
     d = read_demand(body, size, CEILING)
     assert d.body.images == 1
-    assert d.prompt_tokens == estimate_prompt_tokens(size - len(image)) < 200
+    text_only = chat(messages=[{**messages[0], "content": [messages[0]["content"][0]]}])
+    assert d.prompt_tokens == estimate_prompt(text_only) < 50
 
 
 @pytest.mark.parametrize(
@@ -329,24 +332,27 @@ IMAGE = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url":
 P, C = D("0.000003"), D("0.000015")  # premium's dearest model: sonnet
 
 
+def first_hold(body: dict[str, Any]) -> int:
+    """The prompt tokens a fresh gate holds for `body`: no model calibrated yet."""
+    return math.ceil(estimate_prompt(body) * DEFAULT_FACTOR)
+
+
 @pytest.mark.parametrize(
     ("fields", "expected"),
     [
         # the prompt once, three completions of 10 tokens
-        ({"n": 3}, lambda size: P * estimate_prompt_tokens(size) + 3 * 10 * C),
+        ({"n": 3}, lambda body: P * first_hold(body) + 3 * 10 * C),
         # 50 results at $4 per 1000, and a native search (no web_search price: the default)
         (
             {"plugins": WEB},
-            lambda size: (
-                P * estimate_prompt_tokens(size) + 10 * C + 50 * WEB_RESULT_USD + 5 * WEB_RESULT_USD
+            lambda body: (
+                P * first_hold(body) + 10 * C + 50 * WEB_RESULT_USD + 5 * WEB_RESULT_USD
             ),
         ),
         # an image by URL: the tokens one image may be billed as, not its URL's bytes
         (
             {"messages": IMAGE},
-            lambda size: (
-                P * (estimate_prompt_tokens(size - len(IMAGE_URL)) + IMAGE_PROMPT_TOKENS) + 10 * C
-            ),
+            lambda body: P * (first_hold(body) + IMAGE_PROMPT_TOKENS) + 10 * C,
         ),
     ],
 )
@@ -354,7 +360,8 @@ async def test_hold_line_covers_what_the_body_can_cost_end_to_end(
     start_gate, mock, tmp_path: Path, fields: dict[str, Any], expected: Any
 ) -> None:
     client = await start_gate(make_config(tmp_path, mock.base_url))
-    raw = json.dumps(chat(max_tokens=10, **fields)).encode()
+    body = chat(max_tokens=10, **fields)
+    raw = json.dumps(body).encode()
     resp = await client.post(
         "/v1/chat/completions",
         data=raw,
@@ -363,7 +370,7 @@ async def test_hold_line_covers_what_the_body_can_cost_end_to_end(
     assert resp.status == 200
     await client.app[GATE].ledger.spend_log.flush()
     held = [r["held"] for r in spend_lines(tmp_path / "spend.jsonl") if r["event"] == "hold"]
-    assert held[0] == expected(len(raw))
+    assert held[0] == expected(body)
 
 
 def test_the_execwall_note_to_the_client_never_carries_a_non_finite_number() -> None:

@@ -17,7 +17,6 @@ from gate.context import GATE
 from gate.cost import (
     ModelPrice,
     affordable_completion_tokens,
-    estimate_prompt_tokens,
     flat_price,
     price_of,
     to_decimal,
@@ -225,10 +224,6 @@ def test_admit_never_clamps_or_refuses_without_hard_cap() -> None:
 def test_cost_helpers() -> None:
     price = ModelPrice(D("0.000001"), D("0.000002"), D("0.01"))
     assert price.cost(10, 5) == D("0.00002") + D("0.01")
-    assert estimate_prompt_tokens(0) == 0
-    assert estimate_prompt_tokens(1) == 1
-    assert estimate_prompt_tokens(3) == 1
-    assert estimate_prompt_tokens(4) == 2
     assert price_of(PRICES, "nope/model", UNKNOWN) == flat_price(UNKNOWN)
     assert price_of(PRICES, "openai/gpt-5", UNKNOWN) == PRICES["openai/gpt-5"]
     mixed = worst_price(PRICES, ["openai/gpt-5-mini", "anthropic/claude-sonnet-4.5"], UNKNOWN)
