@@ -37,6 +37,7 @@ class AgentPolicy:
     hard_cap: bool
     tiers: tuple[Tier, ...]  # sorted by threshold, highest first
     api_key: str | None = field(default=None, repr=False)
+    max_concurrent: int | None = None  # calls in flight; None: limits.max_concurrent_per_agent
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +64,7 @@ class RetryConfig:
 class LimitsConfig:
     max_body_bytes: int = 10 * 1024 * 1024
     max_concurrent_upstream: int = 256  # calls in flight upstream; beyond: 503 + Retry-After
+    max_concurrent_per_agent: int = 64  # one agent's share of them; beyond: 429 + Retry-After
     client_timeout_seconds: float = 30.0  # a body read or one write to a client may stall this long
 
 

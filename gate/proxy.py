@@ -16,7 +16,6 @@ from .context import GATE, Gate
 from .cost import ZERO, estimate_prompt_tokens
 from .errors import (
     BUDGET_EXHAUSTED,
-    OVERLOADED,
     GateError,
     log_unavailable,
     store_unavailable,
@@ -66,10 +65,11 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         spend_log = gate.ledger.spend_log
         if spend_log.error is not None:
             raise log_unavailable(spend_log.error)
-        if gate.in_flight >= cfg.limits.max_concurrent_upstream:
-            raise GateError(
-                503, OVERLOADED, "too many requests in flight; retry shortly", {"Retry-After": "1"}
-            )
+        slot = gate.slots.take(  # synchronously: a burst cannot pass the check together
+            caller.policy.agent_id,
+            cfg.limits.max_concurrent_upstream,
+            caller.policy.max_concurrent or cfg.limits.max_concurrent_per_agent,
+        )
         try:
             outcome = await gate.ledger.reserve(
                 caller.policy.agent_id,
@@ -84,10 +84,16 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
                 HoldDefaults(cfg.holds.unknown_model_usd_per_token, cfg.holds.default_max_tokens),
             )
         except SpendStoreError as exc:
+            slot.release()
             raise store_unavailable(str(exc)) from None
         except SpendLogError as exc:
+            slot.release()
             raise log_unavailable(str(exc)) from None
+        except BaseException:
+            slot.release()
+            raise
         if isinstance(outcome, Refusal):
+            slot.release()
             if outcome.tier is not None:
                 line["tier"] = outcome.tier.name
                 line["models_allowed"] = list(outcome.tier.models)
@@ -97,7 +103,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         raise
     admission, hold = outcome
     call = Call(gate, request, chat, caller, admission, hold, line, started)
-    return await gate.shielded(relay_stream(call) if chat.stream else relay_json(call))
+    return await gate.shielded(relay_stream(call) if chat.stream else relay_json(call), slot)
 
 
 def _refused(gate: Gate, line: dict[str, Any], status: int, started: float) -> None:
