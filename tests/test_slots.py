@@ -27,7 +27,9 @@ async def _post(client: Any, agent_id: str) -> tuple[int, str, dict[str, str]]:
     return resp.status, await resp.text(), dict(resp.headers)
 
 
-async def test_a_burst_puts_no_more_than_the_cap_in_flight(start_gate, mock, tmp_path: Path) -> None:
+async def test_a_burst_puts_no_more_than_the_cap_in_flight(
+    start_gate, mock, tmp_path: Path
+) -> None:
     cfg = make_config(tmp_path, mock.base_url, limits={"max_concurrent_upstream": 5})
     client = await start_gate(cfg)
     mock.state.faults.extend(Fault(first_delay=1.0) for _ in range(40))
