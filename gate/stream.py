@@ -217,5 +217,7 @@ async def _finish(stream: _Stream, ended: str) -> None:
 async def _settle_stream(stream: _Stream) -> None:
     call = stream.call
     if not stream.client_ok:
-        call.status = CLIENT_CLOSED
+        call.flags["client_disconnected"] = True
+        if call.status == 200:  # what upstream said (an error status) stays on the line
+            call.status = CLIENT_CLOSED
     await call.settle_final()

@@ -83,3 +83,23 @@ def test_the_parser_finishes_an_event_that_lacks_its_blank_line() -> None:
     assert [e.data for e in parser.feed(b"data: a\r\rdata: b\r")] == [b"a"]
     [last] = parser.finish()
     assert last.data == b"b" and parser.pending == b""
+
+
+async def test_an_upstream_error_keeps_its_status_when_the_client_also_left(
+    start_gate, mock, tmp_path: Path
+) -> None:
+    from mock_upstream import Fault
+
+    from .support import Settlements
+
+    client = await start_gate(make_config(tmp_path, mock.base_url))
+    settled = Settlements(client)
+    mock.state.faults.append(Fault(chunks=40, chunk_delay=0.02, error_after=20))
+    resp = await client.post(CHAT, json=chat(stream=True), headers={"X-Agent-ID": "agent-1"})
+    assert resp.status == 200
+    await resp.content.readany()  # the first bytes; then the client leaves
+    resp.close()
+    await settled.wait(1, timeout=15)
+    [line] = request_lines(tmp_path / "spend.jsonl")
+    assert line["client_disconnected"] is True
+    assert line["status"] == 502  # the error event upstream sent while the gate drained
