@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from .config import AgentPolicy, GateConfig
 from .errors import AUTHENTICATION, INVALID_REQUEST, PERMISSION, GateError
@@ -100,6 +101,8 @@ async def read_json_object(
                 chunks.append(chunk)
     except TimeoutError:
         raise GateError(408, INVALID_REQUEST, "request body arrived too slowly") from None
+    except (ConnectionResetError, HttpProcessingError):  # cut short of its Content-Length
+        raise GateError(400, INVALID_REQUEST, "request body ended before it was whole") from None
     raw = b"".join(chunks)
     try:
         body = json.loads(raw)
