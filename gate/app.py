@@ -109,6 +109,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
                         await task
                 if ledger.lines_since_snapshot:
                     ledger.write_snapshot()  # a graceful stop: the next start replays nothing
+                gate.bodies.close()
     finally:
         await spend_log.close()
 

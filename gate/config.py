@@ -402,6 +402,7 @@ def parse_config(
         _ROOT,
         (
             "max_body_bytes",
+            "max_json_values",
             "max_concurrent_upstream",
             "max_concurrent_per_agent",
             "client_timeout_seconds",
@@ -436,6 +437,9 @@ def parse_config(
         limits=LimitsConfig(
             max_body_bytes=r.integer(
                 lm, "max_body_bytes", lp, limits.max_body_bytes, positive=True
+            ),
+            max_json_values=r.integer(
+                lm, "max_json_values", lp, limits.max_json_values, positive=True
             ),
             max_concurrent_upstream=r.integer(
                 lm, "max_concurrent_upstream", lp, limits.max_concurrent_upstream, positive=True

@@ -63,6 +63,7 @@ class RetryConfig:
 @dataclass(frozen=True, slots=True)
 class LimitsConfig:
     max_body_bytes: int = 10 * 1024 * 1024
+    max_json_values: int = 100_000  # in one body: beyond, 413 (checked off the event loop)
     max_concurrent_upstream: int = 256  # calls in flight upstream; beyond: 503 + Retry-After
     max_concurrent_per_agent: int = 64  # one agent's share of them; beyond: 429 + Retry-After
     client_timeout_seconds: float = 30.0  # a body read or one write to a client may stall this long

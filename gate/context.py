@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from .bodies import BodyChecker
 from .config import GateConfig
 from .keystatus import KeyStatus
 from .ledger import Ledger
@@ -32,6 +33,7 @@ class Gate:
     metrics: Metrics
     # Relays whose handler was cancelled (client gone, shutdown): they finish billing here.
     orphans: set[asyncio.Task[Any]] = field(default_factory=set)
+    bodies: BodyChecker = field(default_factory=BodyChecker)  # large bodies, off the loop
     slots: Slots = field(default_factory=Slots)  # calls in flight, for the concurrency caps
     key_status: KeyStatus = field(default_factory=KeyStatus)  # is the upstream key good?
     sinks: list[PostgresSink] = field(default_factory=list)  # copies of the spend log

@@ -58,7 +58,10 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         line["agent_id"] = agent_id_of(request)  # as claimed: a refusal names who tried
         caller = identify(request, cfg, line["agent_id"])
         body, size = await read_json_object(
-            request, cfg.limits.max_body_bytes, cfg.limits.client_timeout_seconds
+            request,
+            cfg.limits.max_body_bytes,
+            cfg.limits.client_timeout_seconds,
+            lambda raw: gate.bodies.check(raw, cfg.limits.max_json_values),
         )
         line["stream"] = body.get("stream") is True
         chat = chat_request(body, size)
