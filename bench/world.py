@@ -50,7 +50,11 @@ def gate_config(spend_log: Path, mock_url: str) -> dict[str, Any]:
             },
             # The shipped limit (256 calls in flight upstream) would refuse most of (d)'s
             # 2000 open streams with 503: raised so the bench measures holding them.
-            "limits": {"max_concurrent_upstream": MAX_CONCURRENT_UPSTREAM},
+            # One agent may hold them all: the bench measures the gate, not the shares.
+            "limits": {
+                "max_concurrent_upstream": MAX_CONCURRENT_UPSTREAM,
+                "max_concurrent_per_agent": MAX_CONCURRENT_UPSTREAM,
+            },
             "agents": {name: agent for name in AGENTS},
         }
     }

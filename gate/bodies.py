@@ -15,9 +15,10 @@ import asyncio
 import json
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from .errors import INVALID_REQUEST, GateError
+from .errors import INVALID_REQUEST, OVERLOADED, GateError
 
 LARGE_BODY_BYTES = 256 * 1024  # smaller bodies are parsed on the loop at once
 WORKERS = 1  # the machine's other core(s) are the relays'; large bodies wait their turn
@@ -62,7 +63,13 @@ class BodyChecker:
             context = multiprocessing.get_context("spawn")  # no fork of a running loop
             self._pool = ProcessPoolExecutor(WORKERS, mp_context=context)
         loop = asyncio.get_running_loop()
-        count = await loop.run_in_executor(self._pool, count_values, raw)
+        try:
+            count = await loop.run_in_executor(self._pool, count_values, raw)
+        except BrokenProcessPool:  # the worker died (OOM killer?): a new one next time
+            self.close()
+            raise GateError(
+                503, OVERLOADED, "large request bodies cannot be checked now", {"Retry-After": "1"}
+            ) from None
         if count == _NOT_UTF8:
             raise GateError(400, INVALID_REQUEST, "request body is not UTF-8")
         if count == _TOO_DEEP:
