@@ -48,11 +48,12 @@ def gate_config(spend_log: Path, mock_url: str) -> dict[str, Any]:
                 "api_key": UPSTREAM_KEY,
                 "timeout_seconds": 120,
             },
-            # The shipped limits (1024 calls in flight upstream, 1024 connections from one
-            # address) would refuse half of (d)'s 2000 open streams: raised so the bench
-            # measures holding them.
+            # The shipped limits (1024 calls in flight upstream, 64 of them per agent, 1024
+            # connections from one address) would refuse most of (d)'s 2000 open streams:
+            # raised so the bench measures holding them, not the shares.
             "limits": {
                 "max_concurrent_upstream": MAX_CONCURRENT_UPSTREAM,
+                "max_concurrent_per_agent": MAX_CONCURRENT_UPSTREAM,
                 "max_connections": MAX_CONCURRENT_UPSTREAM,
                 "max_connections_per_client": MAX_CONCURRENT_UPSTREAM,
             },

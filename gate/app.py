@@ -116,6 +116,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
                 ledger.flush_refusals()  # the refusals counted since the last line
                 if ledger.lines_since_snapshot:
                     ledger.write_snapshot()  # a graceful stop: the next start replays nothing
+                gate.bodies.close()
     finally:
         await spend_log.close()
 

@@ -113,6 +113,7 @@ _AGENT_KEYS = (
     "hard_cap",
     "api_key",
     "tiers",
+    "max_concurrent",
 )
 _TIER_KEYS = ("threshold", "models", "name")
 _ROOT = "cost_routing"
@@ -350,6 +351,7 @@ def _agent(r: _Reader, agent_id: str, body: object, p: str) -> AgentPolicy | Non
         hard_cap=r.flag(m, "hard_cap", p, True),
         tiers=_tiers(r, m, f"{p}.tiers"),
         api_key=r.secret(m, "api_key", p),
+        max_concurrent=r.integer(m, "max_concurrent", p, 0, positive=True) or None,
     )
 
 
@@ -437,7 +439,9 @@ def parse_config(
         _ROOT,
         (
             "max_body_bytes",
+            "max_json_values",
             "max_concurrent_upstream",
+            "max_concurrent_per_agent",
             "client_timeout_seconds",
             "max_connections",
             "max_connections_per_client",
@@ -479,8 +483,14 @@ def parse_config(
             max_body_bytes=r.integer(
                 lm, "max_body_bytes", lp, limits.max_body_bytes, positive=True
             ),
+            max_json_values=r.integer(
+                lm, "max_json_values", lp, limits.max_json_values, positive=True
+            ),
             max_concurrent_upstream=r.integer(
                 lm, "max_concurrent_upstream", lp, limits.max_concurrent_upstream, positive=True
+            ),
+            max_concurrent_per_agent=r.integer(
+                lm, "max_concurrent_per_agent", lp, limits.max_concurrent_per_agent, positive=True
             ),
             client_timeout_seconds=r.seconds(
                 lm, "client_timeout_seconds", lp, limits.client_timeout_seconds

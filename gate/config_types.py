@@ -40,6 +40,7 @@ class AgentPolicy:
     hard_cap: bool
     tiers: tuple[Tier, ...]  # sorted by threshold, highest first
     api_key: str | None = field(default=None, repr=False)
+    max_concurrent: int | None = None  # calls in flight; None: limits.max_concurrent_per_agent
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +66,9 @@ class RetryConfig:
 @dataclass(frozen=True, slots=True)
 class LimitsConfig:
     max_body_bytes: int = 10 * 1024 * 1024
+    max_json_values: int = 100_000  # in one body: beyond, 413 (checked off the event loop)
     max_concurrent_upstream: int = 1024  # calls in flight upstream (Envoy's default); beyond: 503
+    max_concurrent_per_agent: int = 64  # one agent's share of them; beyond: 429 + Retry-After
     client_timeout_seconds: float = 30.0  # a body read or one write to a client may stall this long
     # open client connections, in total and per client address; the excess is closed
     # when accepted (the total never exceeds half the open-files limit, `gate.conns`)

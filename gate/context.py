@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from .bodies import BodyChecker
 from .calibrate import Calibration
 from .config import GateConfig
 from .keystatus import KeyStatus
@@ -17,6 +18,7 @@ from .ledger import Ledger
 from .metrics import Metrics
 from .prices import PriceTable
 from .sinks import PostgresSink, dsn_secrets
+from .slots import Slot, Slots
 from .upstream import Upstream
 
 log = logging.getLogger(__name__)
@@ -32,7 +34,8 @@ class Gate:
     metrics: Metrics
     # Relays whose handler was cancelled (client gone, shutdown): they finish billing here.
     orphans: set[asyncio.Task[Any]] = field(default_factory=set)
-    in_flight: int = 0  # relays running (upstream calls open), for the concurrency cap
+    bodies: BodyChecker = field(default_factory=BodyChecker)  # large bodies, off the loop
+    slots: Slots = field(default_factory=Slots)  # calls in flight, for the concurrency caps
     key_status: KeyStatus = field(default_factory=KeyStatus)  # is the upstream key good?
     sinks: list[PostgresSink] = field(default_factory=list)  # copies of the spend log
     # name -> what a background part (console sync, upstream credit) adds to /api/health;
@@ -41,21 +44,18 @@ class Gate:
     # Prompt tokens per estimate unit, per model, learnt from settled lines (holds use it).
     calibration: Calibration = field(default_factory=Calibration)
 
-    async def shielded(self, work: Coroutine[Any, Any, T]) -> T:
+    async def shielded(self, work: Coroutine[Any, Any, T], slot: Slot) -> T:
         """Run a relay so that cancelling the handler cannot stop it half-way: it reads
-        on, settles its hold and writes its line whatever happens to the client."""
+        on, settles its hold and writes its line whatever happens to the client. The
+        relay's `slot` is given back when it ends."""
         task = asyncio.ensure_future(work)
-        self.in_flight += 1
-        task.add_done_callback(self._relay_done)
+        task.add_done_callback(lambda _task: slot.release())
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
             self.orphans.add(task)
             task.add_done_callback(self._orphan_done)
             raise
-
-    def _relay_done(self, _task: asyncio.Task[Any]) -> None:
-        self.in_flight -= 1
 
     def _orphan_done(self, task: asyncio.Task[Any]) -> None:
         self.orphans.discard(task)

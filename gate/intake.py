@@ -6,11 +6,12 @@ import asyncio
 import hmac
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from .config import AgentPolicy, GateConfig
 from .config_types import MAX_TOKENS_CEILING
@@ -83,7 +84,10 @@ def identify(request: web.Request, cfg: GateConfig, agent_id: str | None = None)
 
 
 async def read_json_object(
-    request: web.Request, limit: int, deadline: float
+    request: web.Request,
+    limit: int,
+    deadline: float,
+    check: Callable[[bytes], Awaitable[None]] | None = None,
 ) -> tuple[dict[str, Any], int]:
     """The body as a JSON object and its size; 413 before reading when it is too
     large (a chunked body is cut as soon as it passes the limit), 408 when it takes
@@ -102,7 +106,11 @@ async def read_json_object(
                 chunks.append(chunk)
     except TimeoutError:
         raise GateError(408, INVALID_REQUEST, "request body arrived too slowly") from None
+    except (ConnectionResetError, HttpProcessingError):  # cut short of its Content-Length
+        raise GateError(400, INVALID_REQUEST, "request body ended before it was whole") from None
     raw = b"".join(chunks)
+    if check is not None:
+        await check(raw)  # a large body's cost, decided before the loop parses it
     try:
         body = json.loads(raw)
     except UnicodeDecodeError:

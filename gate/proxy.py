@@ -16,7 +16,6 @@ from .context import GATE, Gate
 from .cost import ZERO
 from .errors import (
     INVALID_REQUEST,
-    OVERLOADED,
     GateError,
     budget_refusal,
     log_unavailable,
@@ -63,7 +62,10 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         caller = identify(request, cfg, line["agent_id"])
         known = True
         body, size = await read_json_object(
-            request, cfg.limits.max_body_bytes, cfg.limits.client_timeout_seconds
+            request,
+            cfg.limits.max_body_bytes,
+            cfg.limits.client_timeout_seconds,
+            lambda raw: gate.bodies.check(raw, cfg.limits.max_json_values),
         )
         line["stream"] = body.get("stream") is True
         if gate.config is not cfg:  # reloaded while the body arrived: admitted under the new
@@ -75,10 +77,11 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         spend_log = gate.ledger.spend_log
         if spend_log.error is not None:
             raise log_unavailable(spend_log.error)
-        if gate.in_flight >= cfg.limits.max_concurrent_upstream:
-            raise GateError(
-                503, OVERLOADED, "too many requests in flight; retry shortly", {"Retry-After": "1"}
-            )
+        slot = gate.slots.take(  # synchronously: a burst cannot pass the check together
+            caller.policy.agent_id,
+            cfg.limits.max_concurrent_upstream,
+            caller.policy.max_concurrent or cfg.limits.max_concurrent_per_agent,
+        )
         try:
             outcome = await gate.ledger.reserve(
                 caller.policy.agent_id,
@@ -98,12 +101,19 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
                 ),
             )
         except SpendStoreRefused as exc:  # this request's amounts, not the store's state
+            slot.release()
             raise GateError(400, INVALID_REQUEST, str(exc)) from None
         except SpendStoreError as exc:
+            slot.release()
             raise store_unavailable(str(exc)) from None
         except SpendLogError as exc:
+            slot.release()
             raise log_unavailable(str(exc)) from None
+        except BaseException:
+            slot.release()
+            raise
         if isinstance(outcome, Refusal):
+            slot.release()
             if outcome.tier is not None:
                 line["tier"] = outcome.tier.name
                 line["models_allowed"] = list(outcome.tier.models)
@@ -117,7 +127,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         raise
     admission, hold = outcome
     call = Call(gate, request, chat, caller, admission, hold, line, started)
-    return await gate.shielded(relay_stream(call) if chat.stream else relay_json(call))
+    return await gate.shielded(relay_stream(call) if chat.stream else relay_json(call), slot)
 
 
 def _refused(

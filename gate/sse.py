@@ -19,7 +19,8 @@ per chunk) takes a fast path that slices events straight out of the chunk.
 A ``\\r`` as the very last byte fed is ambiguous: it is a line end either alone or
 together with a ``\\n`` that has not arrived yet. The parser waits for the next byte
 before deciding, so any split of a stream yields the same events. At end of stream,
-`SSEParser.flush` settles a trailing ``\\r`` as a line end.
+`SSEParser.flush` settles a trailing ``\\r`` as a line end; `SSEParser.finish` also
+ends an event whose blank line never came.
 """
 
 from __future__ import annotations
@@ -171,6 +172,16 @@ class SSEParser:
             return []
         ends = self._scan(self._buf, eof=True)
         return self._cut(self._buf, ends) if ends else []
+
+    def finish(self) -> list[Event]:
+        """At end of stream, for a relay: `flush`, then whatever is still pending as one
+        last event, its missing blank line added (upstream's last event often lacks it)."""
+        events = self.flush()
+        if self._buf:
+            events.append(Event(bytes(self._buf) + b"\n\n"))
+            self._buf.clear()
+            self._line = self._search = 0
+        return events
 
     def _cut(self, data: bytes | bytearray, ends: list[int]) -> list[Event]:
         """Slice the events ending at `ends` out of `data`; keep the rest pending."""

@@ -21,7 +21,7 @@ from aiohttp import web
 from .errors import UPSTREAM_ERROR, sse_error_event
 from .relay import CLIENT_CLOSED, Call, open_upstream
 from .scrub import scrub_bytes
-from .sse import SSEParser, is_done
+from .sse import Event, SSEParser, is_done
 
 SSE_HEADERS = {
     "Content-Type": "text/event-stream",
@@ -62,7 +62,17 @@ class _Stream:
 
     def events_out(self, chunk: bytes) -> bytes:
         """Feed a chunk; return the bytes to relay (usually the complete events, unchanged)."""
-        events = self.parser.feed(chunk)
+        return self._relayed(self.parser.feed(chunk))
+
+    def tail_out(self) -> bytes:
+        """At upstream's end: the last event, even one that lacks its blank line."""
+        return self._relayed(self.parser.finish())
+
+    def ended(self) -> str:
+        """How a stream that upstream closed ended: [DONE] or usage seen is a proper end."""
+        return "done" if self.done or self.call.usage is not None else "eof"
+
+    def _relayed(self, events: list[Event]) -> bytes:
         if not events:
             return b""
         parts: list[bytes] = []
@@ -166,7 +176,8 @@ async def _pump(stream: _Stream, upstream: aiohttp.ClientResponse) -> str:
         while stream.client_ok:
             chunk = await content.readany()
             if not chunk:
-                return "done" if stream.done else "eof"
+                await stream.send(stream.tail_out())
+                return stream.ended()
             await stream.send(stream.events_out(chunk))
         stream.call.flags["client_disconnected"] = True
         if stream.call.usage is not None or stream.done:
@@ -176,7 +187,8 @@ async def _pump(stream: _Stream, upstream: aiohttp.ClientResponse) -> str:
                 stream.events_out(chunk)
                 if stream.call.usage is not None:
                     return "done"
-        return "done" if stream.done else "eof"
+        stream.tail_out()
+        return stream.ended()
     except TimeoutError:
         return "timeout"
     except aiohttp.ClientError:
@@ -205,5 +217,7 @@ async def _finish(stream: _Stream, ended: str) -> None:
 async def _settle_stream(stream: _Stream) -> None:
     call = stream.call
     if not stream.client_ok:
-        call.status = CLIENT_CLOSED
+        call.flags["client_disconnected"] = True
+        if call.status == 200:  # what upstream said (an error status) stays on the line
+            call.status = CLIENT_CLOSED
     await call.settle_final()

@@ -37,6 +37,7 @@ def config_file(tmp_path: Path, mock: Proc) -> Path:
         mock.url + "/api/v1",
         agents={AGENT: agent(BUDGET, period="never")},
         admin_token=ADMIN["Authorization"].split()[1],
+        limits={"max_concurrent_per_agent": 1024},  # one agent's hundreds of streams
     )
     return write_config(tmp_path / "gate.yaml", raw)
 

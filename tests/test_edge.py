@@ -83,7 +83,7 @@ async def test_a_hold_that_cannot_fit_is_refused(start_gate, mock, tmp_path) -> 
 
 
 async def test_100_streams_cut_by_the_client_are_all_billed(start_gate, mock, tmp_path) -> None:
-    cfg = make_config(tmp_path, mock.base_url, agents={"a": agent(1000)})
+    cfg = make_config(tmp_path, mock.base_url, agents={"a": agent(1000, max_concurrent=100)})
     client = await start_gate(cfg)
     rng = random.Random(11)
     mock.state.faults.extend(Fault(chunks=12, chunk_delay=0.005) for _ in range(100))

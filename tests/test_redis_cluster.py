@@ -101,7 +101,7 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
         raw = raw_config(
             tmp_path,
             mock.url + "/api/v1",
-            agents={"edge": agent(float(EDGE_BUDGET)), "agent-1": agent(50)},
+            agents={"edge": agent(float(EDGE_BUDGET), max_concurrent=200), "agent-1": agent(50)},
             admin_token="admin-secret",
             spend_log=str(tmp_path / f"{name}.jsonl"),
             spend_store={
