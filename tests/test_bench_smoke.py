@@ -55,11 +55,18 @@ def test_smoke_run_passes_every_section_quickly(tmp_path: Path) -> None:
         "a.direct.rps",
         "a.gate.rps",
         "a.gate.cpu_ms",
+        "a.floor.rps",
+        "a.floor.cpu_ms",
         "b.20.gate.p99",
+        "b.20.floor.p99",
         "b.200.direct2.p50",
         "c.gate.first_p50",
+        "c.floor.first_p99",
         "c.direct.total_p99",
+        "c.gate.cpu_ms",
+        "c.floor.cpu_ms",
         "d.20.peak_mib",
+        "d.20.floor.peak_mib",
         "e.burst",
         "e.path",
         "f.2000.first",
@@ -67,6 +74,12 @@ def test_smoke_run_passes_every_section_quickly(tmp_path: Path) -> None:
     ):
         assert results["series"][key]["median"] is not None, key
     assert "books: Σ cost == mock charges" in done.stdout
+    assert "gate ÷ floor" in done.stdout.splitlines()[2]  # the table's header
+    floor_rows = {row["metric"]: row for row in results["rows"] if row["floor"]}
+    assert {row["section"] for row in floor_rows.values()} == set("abcd")
+    throughput = next(row for name, row in floor_rows.items() if name.startswith("throughput"))
+    assert throughput["gate_per_floor"].endswith("×")
+    assert throughput["floor_verdict"] in ("ok", "MISS")
     shared = results["meta"]["redis"]
     if not redis:
         assert "redis-server is not installed" in shared["skipped"]
