@@ -17,6 +17,7 @@ import aiohttp
 from aiohttp import web
 
 FORWARDED = ("Authorization", "Content-Type")
+SESSION = web.AppKey("session", aiohttp.ClientSession)
 
 
 def create_app(upstream: str) -> web.Application:
@@ -24,15 +25,15 @@ def create_app(upstream: str) -> web.Application:
 
     async def session(app: web.Application) -> AsyncIterator[None]:
         connector = aiohttp.TCPConnector(limit=0)
-        app["session"] = aiohttp.ClientSession(connector=connector)
+        app[SESSION] = aiohttp.ClientSession(connector=connector)
         yield
-        await app["session"].close()
+        await app[SESSION].close()
 
     async def proxy(request: web.Request) -> web.StreamResponse:
         headers = {k: request.headers[k] for k in FORWARDED if k in request.headers}
         body = await request.read()
         url = upstream + request.path_qs
-        async with app["session"].post(url, data=body, headers=headers) as up:
+        async with app[SESSION].post(url, data=body, headers=headers) as up:
             resp = web.StreamResponse(status=up.status)
             resp.content_type = up.content_type
             await resp.prepare(request)

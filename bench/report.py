@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from .floor_targets import FloorCheck, floor_latency, ratio_at_most, ratios
 from .stats import Summary, paired
 
 Series = Mapping[str, Sequence[float]]
@@ -77,18 +78,10 @@ HEADER = [
     "floor target",
     "",
 ]
-# a check against the floor: (gate ÷ floor, gate − floor), each over the repeats
-FloorCheck = Callable[[Summary, Summary], bool]
 
 
 def _verdict(ok: bool | None) -> str:
     return "" if ok is None else ("ok" if ok else "MISS")
-
-
-def ratios(a: Sequence[float], b: Sequence[float]) -> list[float]:
-    """b ÷ a per repeat; NaN where a is not positive (an overhead the floor did not pay
-    has no ratio)."""
-    return [y / x if x > 0 else math.nan for x, y in zip(a, b, strict=False)]
 
 
 def ratio_cell(ratio: Summary, diff: Summary | None = None) -> str:
@@ -263,7 +256,7 @@ def build_rows(
         _at_most(0.6),
         floor_key="a.floor.cpu_ms",
         floor_target="≤ 1.5×",
-        floor_check=_ratio_at_most(1.5),
+        floor_check=ratio_at_most(1.5),
     )
     b.single(
         "a",
@@ -293,7 +286,7 @@ def build_rows(
                 2,
                 target="" if limit is None else f"overhead ≤ {limit:g}",
                 check=None if limit is None else _overhead_at_most(limit),
-                **_floor_latency(p),
+                **floor_latency(p),
             )
     for name, key, limit in (
         ("first chunk p50", "first_p50", 1.0),
@@ -309,7 +302,7 @@ def build_rows(
             2,
             target="" if limit is None else f"overhead ≤ {limit:g}",
             check=None if limit is None else _overhead_at_most(limit),
-            **_floor_latency(int(key[-2:])),
+            **floor_latency(int(key[-2:])),
         )
     b.single(
         "c",
@@ -318,7 +311,7 @@ def build_rows(
         3,
         floor_key="c.floor.cpu_ms",
         floor_target="≤ 1.5×",
-        floor_check=_ratio_at_most(1.5),
+        floor_check=ratio_at_most(1.5),
     )
     b.rows.append(chunks)
     rss_targets = {500: 80, 2000: 150}
@@ -353,7 +346,7 @@ def build_rows(
             overhead=overhead,
             floor_key=f"d.{count}.floor.peak_mib",
             floor_target="" if ratio_limit is None else f"≤ {ratio_limit:g}×",
-            floor_check=None if ratio_limit is None else _ratio_at_most(ratio_limit),
+            floor_check=None if ratio_limit is None else ratio_at_most(ratio_limit),
         )
     mode = "fsync on" if fsync else "fsync off"
     b.single("e", f"spend log: burst, {mode} (lines/s)", "e.burst", 0)
@@ -491,26 +484,6 @@ def _at_most(limit: float) -> Callable[[Summary], bool]:
 
 def _overhead_at_most(limit: float) -> Callable[[Summary, Summary], bool]:
     return lambda gate, overhead: overhead.median <= limit
-
-
-def _ratio_at_most(limit: float) -> FloorCheck:
-    return lambda ratio, diff: ratio.median <= limit
-
-
-FLOOR_LATENCY = {50: (1.25, 0.3), 99: (1.5, 1.0)}  # p: (gate ÷ floor, or gate − floor ms)
-
-
-def _floor_latency(p: int) -> dict[str, Any]:
-    """The target against the floor for a p50 or p99 overhead: within the ratio, or
-    within the absolute margin of the floor's latency (a ratio of tiny overheads is noise)."""
-    if p not in FLOOR_LATENCY:
-        return {}
-    ratio, margin = FLOOR_LATENCY[p]
-
-    def check(r: Summary, d: Summary) -> bool:
-        return r.median <= ratio or d.median <= margin
-
-    return {"floor_target": f"≤ {ratio:g}× or +{margin:g}", "floor_check": check}
 
 
 def _count(n: int) -> str:

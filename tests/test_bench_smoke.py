@@ -17,10 +17,11 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from bench.books import SpendCursor, SpendCursors, compare, tally
+from bench.floor import create_app as create_floor_app
 from bench.load import closed_loop, new_session, open_loop, streams
 from bench.shared_store import committed
 from bench.streamcheck import StreamCheck
-from bench.world import direct_target
+from bench.world import direct_target, floor_target
 from bench.wrk import parse
 from mock_upstream import create_app as create_mock_app
 from mock_upstream import wire
@@ -215,6 +216,24 @@ async def test_python_load_generator_paths(
         assert len(opened.latencies) == 10 and opened.failures == 0
         results = await streams(session, target, 3, 8, True)  # the mock's default: 8 chunks
         assert [r.problems for r in results] == [[], [], []]
+
+
+async def test_the_floor_relays_whole_answers_and_streams(
+    aiohttp_server: Callable[..., Awaitable[TestServer]], tmp_path: Path
+) -> None:
+    mock = await aiohttp_server(create_mock_app(request_log=tmp_path / "requests.log"))
+    mock_url = str(mock.make_url("")).rstrip("/")
+    floor = await aiohttp_server(create_floor_app(mock_url))
+    target = floor_target(str(floor.make_url("")).rstrip("/"), mock_url)
+    async with new_session() as session:
+        async with session.post(target.url, data=target.body, headers=target.headers) as resp:
+            assert resp.status == 200
+            assert resp.content_type == "application/json"
+            assert (await resp.json())["usage"]["cost"] > 0
+        results = await streams(session, target, 3, 8, True)
+        assert [r.problems for r in results] == [[], [], []]
+        async with session.post(target.url, data=target.body, headers={}) as resp:
+            assert resp.status == 401  # the mock's refusal, relayed as it is
 
 
 def test_wrk_summary_is_parsed() -> None:
