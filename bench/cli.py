@@ -179,6 +179,10 @@ def footnotes(bench: Bench) -> str:
     notes = [
         "overhead: gate − direct in the same repeat (throughput: gate ÷ direct);"
         " noise floor: a second direct run against the first.",
+        "floor: the thinnest aiohttp proxy (bench/floor.py) in the same repeats;"
+        " gate ÷ floor: the gate's overhead over direct ÷ the floor's, then gate − floor in"
+        " ms (throughput, CPU, RSS: the gate's figure ÷ the floor's); n/a where the floor"
+        " added nothing over direct.",
         *(note for section, note in by_section if section in bench.only),
     ]
     client = [
@@ -231,15 +235,20 @@ def write_json(path: Path, bench: Bench, rows: list[Row]) -> None:
                 "section": r.section,
                 "metric": r.metric,
                 "direct": r.direct,
+                "floor": r.floor,
                 "gate": r.gate,
                 "overhead": r.overhead,
                 "noise": r.noise,
+                "gate_per_floor": r.ratio,
                 "target": r.target,
                 "verdict": r.verdict,
+                "floor_target": r.floor_target,
+                "floor_verdict": r.floor_verdict,
             }
             for r in rows
         ],
-        "targets_missed": [r.metric for r in rows if r.ok is False],
+        "targets_missed": [r.metric for r in rows if r.ok is False]
+        + [f"{r.metric} (against the floor)" for r in rows if r.floor_ok is False],
         "books": [b.as_json() for b in bench.books],
         "failures": bench.failures,
         "warnings": bench.warnings,

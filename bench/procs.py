@@ -108,6 +108,13 @@ async def start_gate(config: Path, workdir: Path, label: str = "gate") -> Proc:
     )
 
 
+async def start_floor(mock_url: str, workdir: Path, label: str = "floor") -> Proc:
+    """The thinnest aiohttp proxy (bench/floor.py) in front of the mock."""
+    return await spawn(
+        label, "bench.floor", ["--upstream", mock_url, "--port", "0"], workdir / f"{label}.stderr"
+    )
+
+
 def _tail(path: Path, size: int = 2000) -> str:
     return path.read_text(errors="replace")[-size:] if path.exists() else ""
 

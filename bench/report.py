@@ -1,9 +1,13 @@
-"""The table: one row per metric — direct, gate, overhead, noise floor, target, verdict.
+"""The table: one row per metric — direct, floor, gate, overhead, noise floor, gate ÷
+floor, target, verdict, floor target, verdict.
 
 Every cell is the median over the repeats with (min–max). "overhead" compares the gate
 with the direct run of the same repeat (gate − direct; for throughput gate / direct);
 "noise" compares the repeat's second direct run with its first in the same way, so an
-overhead inside the noise floor is no overhead at all.
+overhead inside the noise floor is no overhead at all. "floor" is the thinnest aiohttp
+proxy (bench/floor.py) measured in the same repeats; "gate ÷ floor" divides the gate's
+overhead over direct by the floor's (throughput, CPU and RSS: the gate's figure by the
+floor's), then, for latencies, gives gate − floor in ms.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from .floor_targets import FloorCheck, floor_latency, ratio_at_most, ratios
 from .stats import Summary, paired
 
 Series = Mapping[str, Sequence[float]]
@@ -29,25 +34,61 @@ class Row:
     noise: str = ""
     target: str = ""
     ok: bool | None = None  # None: no target
+    floor: str = ""
+    ratio: str = ""  # gate ÷ floor
+    floor_target: str = ""
+    floor_ok: bool | None = None
 
     @property
     def verdict(self) -> str:
-        return "" if self.ok is None else ("ok" if self.ok else "MISS")
+        return _verdict(self.ok)
+
+    @property
+    def floor_verdict(self) -> str:
+        return _verdict(self.floor_ok)
 
     def cells(self) -> list[str]:
         return [
             self.section,
             self.metric,
             self.direct,
+            self.floor,
             self.gate,
             self.overhead,
             self.noise,
+            self.ratio,
             self.target,
             self.verdict,
+            self.floor_target,
+            self.floor_verdict,
         ]
 
 
-HEADER = ["", "metric", "direct", "gate", "overhead", "noise floor", "target", ""]
+HEADER = [
+    "",
+    "metric",
+    "direct",
+    "floor",
+    "gate",
+    "overhead",
+    "noise floor",
+    "gate ÷ floor",
+    "target",
+    "",
+    "floor target",
+    "",
+]
+
+
+def _verdict(ok: bool | None) -> str:
+    return "" if ok is None else ("ok" if ok else "MISS")
+
+
+def ratio_cell(ratio: Summary, diff: Summary | None = None) -> str:
+    text = cell(ratio, 2, suffix="×")
+    if diff is not None and diff.values:
+        text += f", {diff.median:+.2f}"
+    return text
 
 
 def cell(summary: Summary, digits: int, signed: bool = False, suffix: str = "") -> str:
@@ -85,11 +126,15 @@ class Builder:
         target: str = "",
         check: Callable[[Summary, Summary], bool] | None = None,
         roles: tuple[str, str, str | None] = ("direct", "gate", "direct2"),
+        floor_target: str = "",
+        floor_check: FloorCheck | None = None,
     ) -> None:
-        """A metric measured on direct, gate and direct2: `{prefix}.{role}.{suffix}`.
-        Other roles stand in for them with `roles`; no third role: no noise floor."""
+        """A metric measured on direct, floor, gate and direct2: `{prefix}.{role}.{suffix}`.
+        Other roles stand in for them with `roles`; no third role: no noise floor; no
+        floor series: no floor cells."""
         direct = self.get(f"{prefix}.{roles[0]}.{suffix}")
         gate = self.get(f"{prefix}.{roles[1]}.{suffix}")
+        floor = self.get(f"{prefix}.floor.{suffix}")
         again = self.get(f"{prefix}.{roles[2]}.{suffix}") if roles[2] else ()
         n = min(len(direct), len(gate))
         over = Summary.of(paired(direct[:n], gate[:n], how))
@@ -102,6 +147,20 @@ class Builder:
             o, z = cell(over, 0, suffix=" %"), cell(noise, 0, suffix=" %")
         if roles[2] is None:
             z = ""
+        f_cell, r_cell, f_ok = "", "", None
+        k = min(n, len(floor))
+        if k:
+            f_cell = cell(Summary.of(floor), digits)
+            if how == "diff":
+                floor_over = paired(direct[:k], floor[:k], how)
+                ratio = Summary.of(ratios(floor_over, paired(direct[:k], gate[:k], how)))
+                diff = Summary.of(paired(floor[:k], gate[:k], how))
+                r_cell = ratio_cell(ratio, diff)
+            else:
+                ratio = Summary.of(ratios(floor[:k], gate[:k]))
+                diff = Summary.of(paired(floor[:k], gate[:k], "diff"))
+                r_cell = ratio_cell(ratio)
+            f_ok = None if floor_check is None else floor_check(ratio, diff)
         self.rows.append(
             Row(
                 section,
@@ -112,6 +171,10 @@ class Builder:
                 z,
                 target,
                 None if check is None else check(gate_s, over),
+                f_cell,
+                r_cell,
+                floor_target if k else "",
+                f_ok,
             )
         )
 
@@ -125,8 +188,21 @@ class Builder:
         check: Callable[[Summary], bool] | None = None,
         overhead: str = "",
         direct: str = "—",
+        floor_key: str = "",
+        floor_target: str = "",
+        floor_check: FloorCheck | None = None,
     ) -> None:
+        """One series of the gate's; with `floor_key`, the floor's beside it and the
+        ratio gate ÷ floor, repeat by repeat."""
         s = self.summary(key)
+        floor = self.get(floor_key) if floor_key else ()
+        f_cell, r_cell, f_ok = "", "", None
+        if floor:
+            k = min(len(floor), len(s.values))
+            ratio = Summary.of(ratios(floor[:k], s.values[:k]))
+            diff = Summary.of(paired(floor[:k], s.values[:k], "diff"))
+            f_cell, r_cell = cell(Summary.of(floor), digits), ratio_cell(ratio)
+            f_ok = None if floor_check is None or not k else floor_check(ratio, diff)
         self.rows.append(
             Row(
                 section,
@@ -137,6 +213,10 @@ class Builder:
                 "",
                 target,
                 None if check is None or not s.values else check(s),
+                f_cell,
+                r_cell,
+                floor_target if floor else "",
+                f_ok,
             )
         )
 
@@ -164,16 +244,36 @@ def build_rows(
         how="ratio",
         target="≥ 1500, ≥ 25 %",
         check=lambda g, o: g.median >= 1500 and o.median >= 25,
+        floor_target="≥ 0.67×",
+        floor_check=lambda r, d: r.median >= 0.67,
     )
-    b.single("a", "gate CPU per request (ms)", "a.gate.cpu_ms", 3, "≤ 0.6", _at_most(0.6))
-    b.single("a", "gate CPU use (% of a core)", "a.gate.gate_cpu_pct", 0)
+    b.single(
+        "a",
+        "gate CPU per request (ms)",
+        "a.gate.cpu_ms",
+        3,
+        "≤ 0.6",
+        _at_most(0.6),
+        floor_key="a.floor.cpu_ms",
+        floor_target="≤ 1.5×",
+        floor_check=ratio_at_most(1.5),
+    )
+    b.single(
+        "a",
+        "gate CPU use (% of a core)",
+        "a.gate.gate_cpu_pct",
+        0,
+        floor_key="a.floor.gate_cpu_pct",
+    )
     for name, key, digits in (
         ("mock CPU per request (ms)", "mock_cpu_ms", 3),
         ("mock CPU use (% of a core)", "mock_cpu_pct", 0),
         ("load generator CPU (% of a core)", "client_cpu_pct", 0),
     ):
         direct, gate = b.summary(f"a.direct.{key}"), b.summary(f"a.gate.{key}")
-        b.rows.append(Row("a", name, cell(direct, digits), cell(gate, digits)))
+        floor = b.summary(f"a.floor.{key}")
+        f_cell = cell(floor, digits) if floor.values else ""
+        b.rows.append(Row("a", name, cell(direct, digits), cell(gate, digits), floor=f_cell))
     p99_targets = {20: 1.5, 200: 3.0}
     for rate in rates:
         for p in (50, 90, 99):
@@ -186,6 +286,7 @@ def build_rows(
                 2,
                 target="" if limit is None else f"overhead ≤ {limit:g}",
                 check=None if limit is None else _overhead_at_most(limit),
+                **floor_latency(p),
             )
     for name, key, limit in (
         ("first chunk p50", "first_p50", 1.0),
@@ -201,15 +302,40 @@ def build_rows(
             2,
             target="" if limit is None else f"overhead ≤ {limit:g}",
             check=None if limit is None else _overhead_at_most(limit),
+            **floor_latency(int(key[-2:])),
         )
+    b.single(
+        "c",
+        f"{streams} streams: CPU per stream (ms)",
+        "c.gate.cpu_ms",
+        3,
+        floor_key="c.floor.cpu_ms",
+        floor_target="≤ 1.5×",
+        floor_check=ratio_at_most(1.5),
+    )
     b.rows.append(chunks)
     rss_targets = {500: 80, 2000: 150}
+    rss_floor_targets = {500: 1.3}
     idle = [v for count in held for v in b.get(f"d.{count}.idle_mib")]
+    floor_idle = Summary.of([v for count in held for v in b.get(f"d.{count}.floor.idle_mib")])
     if held:
-        b.rows.append(Row("d", "RSS, fresh idle gate (MiB)", "—", cell(Summary.of(idle), 1)))
+        b.rows.append(
+            Row(
+                "d",
+                "RSS, fresh idle gate (MiB)",
+                "—",
+                cell(Summary.of(idle), 1),
+                floor=cell(floor_idle, 1) if floor_idle.values else "",
+            )
+        )
     for count in held:
         per = b.summary(f"d.{count}.per_stream_kib")
+        floor_per = b.summary(f"d.{count}.floor.per_stream_kib")
         limit = rss_targets.get(count)
+        ratio_limit = rss_floor_targets.get(count)
+        overhead = f"{cell(per, 1)} KiB/stream"
+        if floor_per.values:
+            overhead += f" (floor {cell(floor_per, 1)})"
         b.single(
             "d",
             f"peak RSS, {count} streams open (MiB)",
@@ -217,7 +343,10 @@ def build_rows(
             1,
             "" if limit is None else f"≤ {limit}",
             None if limit is None else _at_most(limit),
-            overhead=f"{cell(per, 1)} KiB/stream",
+            overhead=overhead,
+            floor_key=f"d.{count}.floor.peak_mib",
+            floor_target="" if ratio_limit is None else f"≤ {ratio_limit:g}×",
+            floor_check=None if ratio_limit is None else ratio_at_most(ratio_limit),
         )
     mode = "fsync on" if fsync else "fsync off"
     b.single("e", f"spend log: burst, {mode} (lines/s)", "e.burst", 0)

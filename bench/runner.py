@@ -1,7 +1,9 @@
-"""Run every section against the mock (direct) and through the gate, in one run.
+"""Run every section against the mock (direct), through the floor (bench/floor.py, the
+thinnest aiohttp proxy) and through the gate, in one run.
 
-Each measurement is repeated; within a repeat the order is direct, gate, direct again
-(the second direct run against the first is the noise floor). Before every run the mock
+Each measurement is repeated; within a repeat the order is direct, floor, gate, direct
+again (the second direct run against the first is the noise floor), so drift over the
+run hits all of them alike. Before every run the mock
 is left to finish what it was doing and reset; after every gate run the books are
 checked: the request lines the gate wrote since the reset must cost exactly what the
 mock charged.
@@ -32,18 +34,19 @@ from .load import (
     open_loop,
     streams,
 )
-from .procs import Foreign, Proc, raise_fd_limit, start_gate, start_mock
+from .procs import Foreign, Proc, raise_fd_limit, start_floor, start_gate, start_mock
 from .settings import Settings
 from .shared_store import SharedStore, start_shared_store
 from .startup import write_spend_log
 from .stats import percentile
-from .world import direct_target, gate_target, write_gate_config
+from .world import direct_target, floor_target, gate_target, write_gate_config
 from .wrk import run_wrk, wrk_path
 
 log = logging.getLogger("bench")
 
 T = TypeVar("T")
-ROLES = ("direct", "gate", "direct2")
+ROLES = ("direct", "floor", "gate", "direct2")
+PROXIES = ("floor", "gate")  # the roles whose own CPU is measured
 SECTIONS = "abcdefr"
 # requests, seconds, errors, load generator CPU s, gate CPU s, mock CPU s
 Measured = tuple[int, float, int, float, float, float]
@@ -62,6 +65,7 @@ class Bench:
         self.warnings: list[str] = []
         self.books: list[BooksResult] = []
         self.meta: dict[str, Any] = {"streams_checked": 0, "chunks_checked": 0}
+        self.proc_cpu: dict[str, float] = {}  # the floor's or gate's CPU s in its last run
 
     def add(self, key: str, value: float) -> None:
         self.series[key].append(value)
@@ -91,32 +95,44 @@ class Bench:
         self.meta["wall_seconds"] = round(time.perf_counter() - started, 1)
 
     async def main_gate(self, mock_url: str) -> None:
-        """(a), (b) and (c) against one gate; (r) compares the same gate (JSONL store)
+        """(a), (b) and (c) against one gate and one floor; (r) compares the same gate (JSONL store)
         with two on a shared Redis, started beside it."""
         spend_log = self.dir / "spend.jsonl"
         config = write_gate_config(self.dir / "gate.json", spend_log, mock_url)
         pending: asyncio.Future[SharedStore | None] | None = None
         if "r" in self.only:
             pending = asyncio.ensure_future(start_shared_store(self, mock_url))
-        try:
-            gate = await start_gate(config, self.dir)
-        except BaseException:
+        started = await asyncio.gather(
+            start_gate(config, self.dir), start_floor(mock_url, self.dir), return_exceptions=True
+        )
+        gate, floor = started
+        if not isinstance(gate, Proc) or not isinstance(floor, Proc):
+            for proc in started:
+                if isinstance(proc, Proc):
+                    await proc.stop()
             await self._stop_shared(pending)
-            raise
-        self.gate = gate
+            raise next(e for e in started if isinstance(e, BaseException))
+        self.gate, self.floor = gate, floor
         try:
             if pending is not None and not self.s.smoke:
                 await pending  # nothing else starts while (a)–(c) measure
-            direct, via = direct_target(mock_url), gate_target(gate.url)
+            self.targets = {
+                "direct": direct_target(mock_url),
+                "direct2": direct_target(mock_url),
+                "floor": floor_target(self.floor.url, mock_url),
+                "gate": gate_target(gate.url),
+            }
             cursor = SpendCursor(spend_log)
-            await self.timed("a", self.throughput(gate, cursor, direct, via))
-            await self.timed("b", self.latency(cursor, direct, via))
-            await self.timed("c", self.concurrent_streams(cursor, direct, via))
+            await self.timed("a", self.throughput(cursor))
+            await self.timed("b", self.latency(cursor))
+            await self.timed("c", self.concurrent_streams(cursor))
             shared = None if pending is None else await pending
             if shared is not None:
                 await self.timed("r", shared.run(gate, cursor))
         finally:
             await self._stop_shared(pending)
+            if await self.floor.stop() != 0:
+                self.failures.append(f"floor exited badly:\n{self.floor.errors()}")
             if await gate.stop() != 0:
                 self.failures.append(f"gate exited badly:\n{gate.errors()}")
 
@@ -170,26 +186,32 @@ class Bench:
             self.failures.append(f"books differ after {label}: {books.detail}")
         return result
 
+    def proxy(self, role: str) -> Proc | None:
+        return {"gate": self.gate, "floor": self.floor}.get(role)
+
     async def each(
         self,
         cursor: SpendCursor,
         label: str,
-        direct: Target,
-        via: Target,
         work: Callable[[Target], Awaitable[T]],
         key: str,
     ) -> dict[str, T]:
-        """One repeat: direct, gate, direct again. Records the Python client's own CPU
-        use as `{key}.{role}.client_cpu_pct` (is the load generator keeping up?)."""
+        """One repeat: direct, floor, gate, direct again. Records the Python client's own
+        CPU use as `{key}.{role}.client_cpu_pct` (is the load generator keeping up?) and
+        the floor's or gate's CPU seconds over its run in `self.proc_cpu[role]`."""
         out: dict[str, T] = {}
         for role in ROLES:
-            target = via if role == "gate" else direct
+            target = self.targets[role]
+            proxy = self.proxy(role)
             cpu, wall = time.process_time(), time.perf_counter()
-            foreign = Foreign(self.mock_proc, self.gate)
+            foreign = Foreign(self.mock_proc, self.gate, self.floor)
+            own = proxy.cpu_seconds() if proxy else 0.0
             if role == "gate":
                 out[role] = await self.gate_run(cursor, label, partial(work, target))
             else:
                 out[role] = await self.direct_run(partial(work, target))
+            if proxy:
+                self.proc_cpu[role] = proxy.cpu_seconds() - own
             used = (time.process_time() - cpu) / (time.perf_counter() - wall)
             self.add(f"{key}.{role}.client_cpu_pct", 100 * used)
             self.add(f"{key}.{role}.foreign_cpu_pct", foreign.percent())
@@ -217,26 +239,32 @@ class Bench:
         c = await closed_loop(self.session, target, connections, seconds)
         return c.requests, c.seconds, c.failures, time.process_time() - cpu
 
-    async def throughput(
-        self, gate: Proc, cursor: SpendCursor, direct: Target, via: Target
-    ) -> None:
+    async def throughput(self, cursor: SpendCursor) -> None:
         s = self.s
         self.meta["load_generator"] = "wrk" if self.use_wrk else "python (aiohttp)"
         if self.use_wrk and s.smoke:
             self.meta["load_generator"] = "wrk (gate), python (direct)"
         self.step(f"(a) throughput at {s.connections} connections")
+        targets = self.targets
         if s.warmup_seconds:
-            await self.direct_run(lambda: self._closed(direct, s.warmup_seconds))
-            await self.gate_run(cursor, "warm-up", lambda: self._closed(via, s.warmup_seconds))
+            await self.direct_run(lambda: self._closed(targets["direct"], s.warmup_seconds))
+            await self.direct_run(lambda: self._closed(targets["floor"], s.warmup_seconds))
+            await self.gate_run(
+                cursor, "warm-up", lambda: self._closed(targets["gate"], s.warmup_seconds)
+            )
         for _ in range(s.repeats):
             for role in ROLES:
-                target = via if role == "gate" else direct
+                target, proxy = targets[role], self.proxy(role)
 
-                async def measure(t: Target = target, role: str = role) -> Measured:
-                    g0, m0 = gate.cpu_seconds(), self.mock_proc.cpu_seconds()
-                    foreign = Foreign(gate, self.mock_proc)
+                async def measure(
+                    t: Target = target, role: str = role, proxy: Proc | None = proxy
+                ) -> Measured:
+                    g0 = proxy.cpu_seconds() if proxy else 0.0
+                    m0 = self.mock_proc.cpu_seconds()
+                    foreign = Foreign(self.gate, self.floor, self.mock_proc)
                     requests, seconds, errors, client = await self._closed(t, s.throughput_seconds)
-                    g1, m1 = gate.cpu_seconds(), self.mock_proc.cpu_seconds()
+                    g1 = proxy.cpu_seconds() if proxy else 0.0
+                    m1 = self.mock_proc.cpu_seconds()
                     self.add(f"a.{role}.foreign_cpu_pct", foreign.percent())
                     return requests, seconds, errors, client, g1 - g0, m1 - m0
 
@@ -244,7 +272,7 @@ class Bench:
                     got = await self.gate_run(cursor, "throughput", measure)
                 else:
                     got = await self.direct_run(measure)
-                requests, seconds, errors, client, gate_cpu, mock_cpu = got
+                requests, seconds, errors, client, proxy_cpu, mock_cpu = got
                 if errors:
                     self.failures.append(f"(a) {role}: {errors} of {requests} requests failed")
                 served = max(requests, 1)
@@ -252,13 +280,13 @@ class Bench:
                 self.add(f"a.{role}.mock_cpu_ms", 1000 * mock_cpu / served)
                 self.add(f"a.{role}.mock_cpu_pct", 100 * mock_cpu / seconds)
                 self.add(f"a.{role}.client_cpu_pct", 100 * client / seconds)
-                if role == "gate":
-                    self.add("a.gate.cpu_ms", 1000 * gate_cpu / served)
-                    self.add("a.gate.gate_cpu_pct", 100 * gate_cpu / seconds)
+                if proxy:
+                    self.add(f"a.{role}.cpu_ms", 1000 * proxy_cpu / served)
+                    self.add(f"a.{role}.gate_cpu_pct", 100 * proxy_cpu / seconds)
 
     # -- (b) open-loop latency --------------------------------------------------------
 
-    async def latency(self, cursor: SpendCursor, direct: Target, via: Target) -> None:
+    async def latency(self, cursor: SpendCursor) -> None:
         for rate, seconds in self.s.rates:
             self.step(f"(b) open-loop latency at {rate} req/s")
 
@@ -271,9 +299,7 @@ class Bench:
                 return await open_loop(self.session, target, rate, seconds)
 
             for _ in range(self.s.repeats):
-                runs = await self.each(
-                    cursor, f"latency at {rate} req/s", direct, via, work, f"b.{rate}"
-                )
+                runs = await self.each(cursor, f"latency at {rate} req/s", work, f"b.{rate}")
                 for role, result in runs.items():
                     if result.failures:
                         self.failures.append(
@@ -287,7 +313,7 @@ class Bench:
 
     # -- (c) concurrent streams -------------------------------------------------------
 
-    async def concurrent_streams(self, cursor: SpendCursor, direct: Target, via: Target) -> None:
+    async def concurrent_streams(self, cursor: SpendCursor) -> None:
         s = self.s
         self.step(f"(c) {s.streams} concurrent streams of {s.stream_chunks} chunks")
         fault = {"chunks": s.stream_chunks, "chunk_delay": s.chunk_delay}
@@ -300,9 +326,12 @@ class Bench:
             return results
 
         for _ in range(s.repeats):
-            runs = await self.each(cursor, "concurrent streams", direct, via, work, "c")
+            runs = await self.each(cursor, "concurrent streams", work, "c")
             for role, results in runs.items():
                 self._check_streams(f"(c) {role}", results)
+                if role in PROXIES:
+                    cpu = self.proc_cpu[role]
+                    self.add(f"c.{role}.cpu_ms", 1000 * cpu / max(len(results), 1))
                 first = [1000 * r.first_chunk for r in results]
                 total = [1000 * r.total for r in results]
                 for p in (50, 99):
@@ -326,24 +355,32 @@ class Bench:
         s = self.s
         for repeat in range(s.repeats):
             for count in s.held:
-                self.step(f"(d) {count} streams held open (repeat {repeat + 1})")
-                await self._held_once(mock_url, count, repeat)
+                for role in PROXIES:
+                    self.step(f"(d) {count} streams held open, {role} (repeat {repeat + 1})")
+                    await self._held_once(mock_url, count, repeat, role)
 
-    async def _held_once(self, mock_url: str, count: int, repeat: int) -> None:
+    async def _held_once(self, mock_url: str, count: int, repeat: int, role: str) -> None:
+        """A fresh gate (keys `d.{count}.*`) or floor (`d.{count}.floor.*`)."""
         s = self.s
         spend_log = self.dir / f"spend-held-{count}-{repeat}.jsonl"
-        config = write_gate_config(self.dir / f"gate-held-{count}.json", spend_log, mock_url)
-        gate = await start_gate(config, self.dir, label=f"gate-held-{count}")
+        if role == "floor":
+            proc = await start_floor(mock_url, self.dir, label=f"floor-held-{count}")
+        else:
+            config = write_gate_config(self.dir / f"gate-held-{count}.json", spend_log, mock_url)
+            proc = await start_gate(config, self.dir, label=f"gate-held-{count}")
         try:
             await asyncio.sleep(0.1)  # let start-up work settle before the idle sample
-            idle = gate.rss_kib()[0]
+            idle = proc.rss_kib()[0]
             cursor = SpendCursor(spend_log)
-            target = gate_target(gate.url)
+            if role == "floor":
+                target = floor_target(proc.url, mock_url)
+            else:
+                target = gate_target(proc.url)
             hold = s.hold_base + count * s.hold_per_stream
             seen: dict[str, int] = {}
 
             def sample() -> None:
-                seen["rss"] = gate.rss_kib()[0]
+                seen["rss"] = proc.rss_kib()[0]
 
             async def work() -> Any:
                 await self.mock.faults([{"chunks": 2, "first_delay": hold}] * count)
@@ -351,28 +388,32 @@ class Bench:
                 async with aiohttp.ClientSession(connector=connector) as session:
                     return await held_streams(session, target, count, 2, s.open_limit, sample)
 
-            held = await self.gate_run(cursor, f"{count} held streams", work)
-            peak = gate.rss_kib()[1]
+            if role == "floor":
+                held = await self.direct_run(work)
+            else:
+                held = await self.gate_run(cursor, f"{count} held streams", work)
+            peak = proc.rss_kib()[1]
         finally:
-            await gate.stop()
+            await proc.stop()
         self.meta["streams_checked"] += count
         self.meta["chunks_checked"] += count * 2
         if held.failed_streams:
             self.failures.append(
-                f"(d) {count} streams: {held.failed_streams} lost or reordered chunks"
+                f"(d) {role}, {count} streams: {held.failed_streams} lost or reordered chunks"
                 f" ({'; '.join(held.problems[:2])})"
             )
         if held.max_open < count:
             self.warnings.append(
-                f"(d) only {held.max_open} of {count} streams were open at once:"
+                f"(d) {role}: only {held.max_open} of {count} streams were open at once:"
                 " raise hold_per_stream"
             )
-        self.add(f"d.{count}.idle_mib", idle / 1024)
-        self.add(f"d.{count}.held_mib", seen.get("rss", 0) / 1024)
-        self.add(f"d.{count}.peak_mib", peak / 1024)
-        self.add(f"d.{count}.per_stream_kib", (peak - idle) / count)
-        self.add(f"d.{count}.max_open", held.max_open)
-        self.add(f"d.{count}.ramp_s", held.all_open_after)
+        key = f"d.{count}" if role == "gate" else f"d.{count}.{role}"
+        self.add(f"{key}.idle_mib", idle / 1024)
+        self.add(f"{key}.held_mib", seen.get("rss", 0) / 1024)
+        self.add(f"{key}.peak_mib", peak / 1024)
+        self.add(f"{key}.per_stream_kib", (peak - idle) / count)
+        self.add(f"{key}.max_open", held.max_open)
+        self.add(f"{key}.ramp_s", held.all_open_after)
 
     # -- (e) spend log ----------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -148,3 +149,9 @@ def direct_target(mock_url: str) -> Target:
         _encode(body),
         _encode(stream),
     )
+
+
+def floor_target(floor_url: str, mock_url: str) -> Target:
+    """A client of the floor: the direct request, sent to the floor instead of the mock."""
+    direct = direct_target(mock_url)
+    return replace(direct, name="floor", url=direct.url.replace(mock_url, floor_url, 1))

@@ -17,10 +17,11 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from bench.books import SpendCursor, SpendCursors, compare, tally
+from bench.floor import create_app as create_floor_app
 from bench.load import closed_loop, new_session, open_loop, streams
 from bench.shared_store import committed
 from bench.streamcheck import StreamCheck
-from bench.world import direct_target
+from bench.world import direct_target, floor_target
 from bench.wrk import parse
 from mock_upstream import create_app as create_mock_app
 from mock_upstream import wire
@@ -55,11 +56,18 @@ def test_smoke_run_passes_every_section_quickly(tmp_path: Path) -> None:
         "a.direct.rps",
         "a.gate.rps",
         "a.gate.cpu_ms",
+        "a.floor.rps",
+        "a.floor.cpu_ms",
         "b.20.gate.p99",
+        "b.20.floor.p99",
         "b.200.direct2.p50",
         "c.gate.first_p50",
+        "c.floor.first_p99",
         "c.direct.total_p99",
+        "c.gate.cpu_ms",
+        "c.floor.cpu_ms",
         "d.20.peak_mib",
+        "d.20.floor.peak_mib",
         "e.burst",
         "e.path",
         "f.2000.first",
@@ -67,6 +75,12 @@ def test_smoke_run_passes_every_section_quickly(tmp_path: Path) -> None:
     ):
         assert results["series"][key]["median"] is not None, key
     assert "books: Σ cost == mock charges" in done.stdout
+    assert "gate ÷ floor" in done.stdout.splitlines()[2]  # the table's header
+    floor_rows = {row["metric"]: row for row in results["rows"] if row["floor"]}
+    assert {row["section"] for row in floor_rows.values()} == set("abcd")
+    throughput = next(row for name, row in floor_rows.items() if name.startswith("throughput"))
+    assert throughput["gate_per_floor"].endswith("×")
+    assert throughput["floor_verdict"] in ("ok", "MISS")
     shared = results["meta"]["redis"]
     if not redis:
         assert "redis-server is not installed" in shared["skipped"]
@@ -202,6 +216,24 @@ async def test_python_load_generator_paths(
         assert len(opened.latencies) == 10 and opened.failures == 0
         results = await streams(session, target, 3, 8, True)  # the mock's default: 8 chunks
         assert [r.problems for r in results] == [[], [], []]
+
+
+async def test_the_floor_relays_whole_answers_and_streams(
+    aiohttp_server: Callable[..., Awaitable[TestServer]], tmp_path: Path
+) -> None:
+    mock = await aiohttp_server(create_mock_app(request_log=tmp_path / "requests.log"))
+    mock_url = str(mock.make_url("")).rstrip("/")
+    floor = await aiohttp_server(create_floor_app(mock_url))
+    target = floor_target(str(floor.make_url("")).rstrip("/"), mock_url)
+    async with new_session() as session:
+        async with session.post(target.url, data=target.body, headers=target.headers) as resp:
+            assert resp.status == 200
+            assert resp.content_type == "application/json"
+            assert (await resp.json())["usage"]["cost"] > 0
+        results = await streams(session, target, 3, 8, True)
+        assert [r.problems for r in results] == [[], [], []]
+        async with session.post(target.url, data=target.body, headers={}) as resp:
+            assert resp.status == 401  # the mock's refusal, relayed as it is
 
 
 def test_wrk_summary_is_parsed() -> None:
