@@ -275,7 +275,11 @@ async def test_a_request_costing_less_than_what_is_left_is_not_refused(
     assert await post(client, body) == 200  # the model's first request calibrates it
     gate = client.app[GATE]
     await gate.ledger.set_budget("oc", None, D("0.99"))  # $0.01 left
-    resp = await client.post("/v1/chat/completions", data=raw, headers={"X-Agent-ID": "oc"})
+    resp = await client.post(
+        "/v1/chat/completions",
+        data=raw,
+        headers={"X-Agent-ID": "oc", "Content-Type": "application/json"},
+    )
     assert resp.status == 200, await resp.text()
     cost = request_lines(tmp_path / "spend.jsonl")[-1]["cost"]
     assert D("0.006") < cost < D("0.008")
