@@ -160,7 +160,7 @@ def footnotes(bench: Bench) -> str:
             " first chunk = first content chunk.",
         ),
         ("d", "(d) a fresh gate each time; peak = VmHWM; KiB/stream = (peak − idle) ÷ streams."),
-        ("e", "(e) gate.spendlog.SpendLog in-process."),
+        ("e", "(e) gate.books.spendlog.SpendLog in-process."),
         ("f", "(f) from spawn to the 'listening' line."),
     ]
     if "skipped" not in bench.meta.get("redis", {"skipped": 1}):

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from gate.redis_scripts import Keys, from_units
+from gate.books.redis_scripts import Keys, from_units
 
 from .books import LogReader, SpendCursor, SpendCursors
 from .procs import ROOT, Foreign, Proc, StartError, start_gate

@@ -13,8 +13,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from gate.books.spendlog import SpendLog
 from gate.config import load_config
-from gate.spendlog import SpendLog
 
 from .procs import ROOT
 from .world import PREMIUM

@@ -13,14 +13,14 @@ from collections.abc import Mapping, Sequence
 
 from aiohttp import web
 
-from .app import create_app
-from .commands import SUBCOMMANDS, add_config_arg
-from .config import ConfigError, GateConfig, LimitsConfig, load_config
-from .conns import CappedRunner, ResourceErrorLog, connection_cap, raise_fd_limit
-from .context import GATE, secrets_of
-from .redis_store import SpendStoreStartError
-from .scrub import RedactingFilter
-from .spendlog import SpendLogBusy
+from gate.app import create_app
+from gate.books.redis_store import SpendStoreStartError
+from gate.books.spendlog import SpendLogBusy
+from gate.cli.commands import SUBCOMMANDS, add_config_arg
+from gate.config import ConfigError, GateConfig, LimitsConfig, load_config
+from gate.context import GATE, secrets_of
+from gate.http.conns import CappedRunner, ResourceErrorLog, connection_cap, raise_fd_limit
+from gate.logfilter import RedactingFilter
 
 log = logging.getLogger("gate")
 
@@ -53,7 +53,7 @@ async def serve(
     """Serve until SIGTERM/SIGINT, then stop taking requests, let the ones in flight
     finish (up to the grace period), settle and flush. A connection that has not sent a
     whole request within `client_timeout_seconds` (slow headers included) is closed;
-    connections beyond the caps are closed when accepted (`gate.conns`)."""
+    connections beyond the caps are closed when accepted (`gate.http.conns`)."""
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(ResourceErrorLog())
     total = connection_cap(limits.max_connections, fd_limit)

@@ -11,26 +11,32 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from .admin import check_admin, create_admin_app
-from .config import GateConfig
-from .context import GATE, Gate
-from .dashboard import add_dashboard
-from .errors import SERVER_ERROR, GateError, error_response, gate_error_response, type_for_status
-from .keystatus import KeyStatus
-from .ledger import Clock, Ledger, utc_now
-from .metrics import Metrics
-from .openapi import openapi
-from .ops import start_ops
-from .origin import door_middleware
-from .prices import PriceTable
-from .reconcile import reconcile_open_holds, recover_expired_holds
-from .redis_store import RedisLedger, redacted
-from .refusals import flush_every
-from .sendmark import send_mark_trace
-from .sinks import running_sinks
-from .spendlog import SpendLog, last_snapshot_offset, read_records
-from .surface import add_inference_routes
-from .upstream import Upstream
+from gate.books.ledger import Clock, Ledger, utc_now
+from gate.books.reconcile import reconcile_open_holds, recover_expired_holds
+from gate.books.redis_store import RedisLedger, redacted
+from gate.books.refusals import flush_every
+from gate.books.spendlog import SpendLog, last_snapshot_offset, read_records
+from gate.config import GateConfig
+from gate.context import GATE, Gate
+from gate.http.admin import check_admin, create_admin_app
+from gate.http.dashboard import add_dashboard
+from gate.http.errors import (
+    SERVER_ERROR,
+    GateError,
+    error_response,
+    gate_error_response,
+    type_for_status,
+)
+from gate.http.openapi import openapi
+from gate.http.origin import door_middleware
+from gate.http.surface import add_inference_routes
+from gate.ops.metrics import Metrics
+from gate.ops.wiring import start_ops
+from gate.sinks.postgres import running_sinks
+from gate.upstream.client import Upstream
+from gate.upstream.keystatus import KeyStatus
+from gate.upstream.prices import PriceTable
+from gate.upstream.sendmark import send_mark_trace
 
 log = logging.getLogger(__name__)
 

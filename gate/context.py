@@ -10,16 +10,16 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from .bodies import BodyChecker
-from .calibrate import Calibration
-from .config import GateConfig
-from .keystatus import KeyStatus
-from .ledger import Ledger
-from .metrics import Metrics
-from .prices import PriceTable
-from .sinks import PostgresSink, dsn_secrets
-from .slots import Slot, Slots
-from .upstream import Upstream
+from gate.books.ledger import Ledger
+from gate.config import GateConfig
+from gate.core.calibrate import Calibration
+from gate.http.bodies import BodyChecker
+from gate.http.slots import Slot, Slots
+from gate.ops.metrics import Metrics
+from gate.sinks.postgres import PostgresSink, dsn_secrets
+from gate.upstream.client import Upstream
+from gate.upstream.keystatus import KeyStatus
+from gate.upstream.prices import PriceTable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from gate.alerts import Alert, webhook_body
 from gate.config import ConfigError, parse_config
 from gate.context import GATE
+from gate.ops.alerts import Alert, webhook_body
 from mock_upstream import Fault
 
 from .support import Settlements, agent, chat, make_config, raw_config

@@ -12,9 +12,9 @@ from typing import Any
 import openai
 import pytest
 
-from gate.ledger import Ledger, iso
-from gate.periods import period_end
-from gate.spendlog import SpendLog
+from gate.books.ledger import Ledger, iso
+from gate.books.spendlog import SpendLog
+from gate.core.periods import period_end
 
 from .support import agent, make_config
 

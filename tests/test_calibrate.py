@@ -1,6 +1,6 @@
 """Holds no larger than a request can really cost (issue 15 (b)): the prompt estimated
-from the billed text (`gate.prompt`), calibrated per model against settled usage
-(`gate.calibrate`), and the hard cap's overshoot bound, measured against the mock."""
+from the billed text (`gate.core.prompt`), calibrated per model against settled usage
+(`gate.core.calibrate`), and the hard cap's overshoot bound, measured against the mock."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from gate.calibrate import (
+from gate.context import GATE
+from gate.core.calibrate import (
     CEILING,
     DEFAULT_FACTOR,
     FLOOR,
@@ -24,8 +25,13 @@ from gate.calibrate import (
     WINDOW,
     Calibration,
 )
-from gate.context import GATE
-from gate.prompt import BYTES_PER_UNIT, MESSAGE_UNITS, REQUEST_UNITS, TOOL_UNITS, estimate_prompt
+from gate.core.prompt import (
+    BYTES_PER_UNIT,
+    MESSAGE_UNITS,
+    REQUEST_UNITS,
+    TOOL_UNITS,
+    estimate_prompt,
+)
 from mock_upstream import Fault
 
 from .support import agent, load_prices, make_config, request_lines, spend_lines

@@ -13,8 +13,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from gate.compact import CompactError, compact
-from gate.spendlog import SpendLog, SpendLogBusy, read_records
+from gate.books.compact import CompactError, compact
+from gate.books.spendlog import SpendLog, SpendLogBusy, read_records
 
 from .procs import ROOT, start_gate, start_mock
 from .support import agent, books, chat, raw_config, request_lines, write_config

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from gate.console import ConsoleError, next_delay, parse_budgets
 from gate.context import GATE
-from gate.ops import OPS
+from gate.ops.console import ConsoleError, next_delay, parse_budgets
+from gate.ops.wiring import OPS
 
 from .support import agent, chat, make_config, spend_lines
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from gate.dashboard import Today
-from gate.metrics import UNKNOWN
+from gate.http.dashboard import Today
+from gate.ops.metrics import UNKNOWN
 
 from .support import agent, chat, load_prices, make_config
 

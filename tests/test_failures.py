@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
+from gate.books.spendlog import read_records
 from gate.config import GateConfig, load_config
 from gate.context import GATE
-from gate.spendlog import read_records
 from mock_upstream import Fault
 
 from .support import (

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp import web
 
-from gate.conns import CappedRunner, ResourceErrorLog, connection_cap
+from gate.http.conns import CappedRunner, ResourceErrorLog, connection_cap
 
 from .procs import start_gate, start_mock
 from .support import chat, raw_config, write_config

@@ -13,10 +13,12 @@ from typing import Any, cast
 
 import pytest
 
-from gate.calibrate import DEFAULT_FACTOR
+from gate.books.ledger import Hold, HoldDefaults, HoldRequest, Ledger
+from gate.books.spendlog import SpendLog
 from gate.config import AgentPolicy, ConfigError, Tier
 from gate.context import GATE
-from gate.cost import (
+from gate.core.calibrate import DEFAULT_FACTOR
+from gate.core.cost import (
     IMAGE_PROMPT_TOKENS,
     WEB_RESULT_USD,
     BodyCost,
@@ -24,16 +26,14 @@ from gate.cost import (
     hold_usd,
     worst_price,
 )
-from gate.demand import read_demand
-from gate.errors import GateError
-from gate.intake import Caller
-from gate.jsonfmt import dumps
-from gate.ledger import Hold, HoldDefaults, HoldRequest, Ledger
-from gate.prices import parse_models
-from gate.prompt import estimate_prompt
-from gate.relay import Call
-from gate.router import Admission, Refusal, admit, remaining_fraction
-from gate.spendlog import SpendLog
+from gate.core.jsonfmt import dumps
+from gate.core.prompt import estimate_prompt
+from gate.core.router import Admission, Refusal, admit, remaining_fraction
+from gate.http.demand import read_demand
+from gate.http.errors import GateError
+from gate.http.intake import Caller
+from gate.http.relay import Call
+from gate.upstream.prices import parse_models
 
 from .support import agent, chat, make_config, spend_lines
 

@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
+from gate.books.ledger import HoldDefaults, HoldRequest, utc_now
+from gate.books.redis_rebuild import rebuild
+from gate.books.redis_store import RedisLedger, SpendStoreRefused
+from gate.books.spendlog import SpendLog
 from gate.config import GateConfig
 from gate.context import GATE
-from gate.ledger import HoldDefaults, HoldRequest, utc_now
-from gate.redis_rebuild import rebuild
-from gate.redis_store import RedisLedger, SpendStoreRefused
-from gate.spendlog import SpendLog
 
 from .redis_server import RedisServer, free_port, redis_binary
 from .support import agent, chat, make_config, spend_lines

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from gate import ledger as ledger_module
-from gate.cost import ModelPrice
-from gate.ledger import HoldDefaults, HoldRequest, Ledger
-from gate.router import Refusal
-from gate.spendlog import SpendLog, last_snapshot_offset, read_records
+from gate.books import ledger as ledger_module
+from gate.books.ledger import HoldDefaults, HoldRequest, Ledger
+from gate.books.spendlog import SpendLog, last_snapshot_offset, read_records
+from gate.core.cost import ModelPrice
+from gate.core.router import Refusal
 
 from .support import make_config
 

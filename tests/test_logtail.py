@@ -6,9 +6,9 @@ import json
 from decimal import Decimal
 from pathlib import Path
 
-from gate import logtail
-from gate.logtail import identify, read_batch
-from gate.sink_sql import insert_sql, rows_of
+from gate.books import logtail
+from gate.books.logtail import identify, read_batch
+from gate.sinks.sql import insert_sql, rows_of
 
 REQUEST = (
     '{"request_id":"req-1","generation_id":null,"agent_id":"a","model":null,"tier":null,'

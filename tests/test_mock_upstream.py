@@ -17,8 +17,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from gate.calibrate import DEFAULT_FACTOR
-from gate.prompt import estimate_prompt
+from gate.core.calibrate import DEFAULT_FACTOR
+from gate.core.prompt import estimate_prompt
 from mock_upstream import MOCK_STATE, PRICES, Fault, MockState, create_app
 from mock_upstream.prices import count_prompt_tokens
 from mock_upstream.state import _FAULT_KINDS

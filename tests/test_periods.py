@@ -1,4 +1,4 @@
-"""gate.periods: UTC period boundaries, as a table."""
+"""gate.core.periods: UTC period boundaries, as a table."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from gate.periods import PERIODS, period_end, period_start
+from gate.core.periods import PERIODS, period_end, period_start
 
 
 def utc(

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import aiohttp
 
+from gate.books.ledger import Hold
+from gate.books.spendlog import SpendLogError
 from gate.context import GATE
-from gate.ledger import Hold
-from gate.spendlog import SpendLogError
 
 from .procs import start_gate, start_mock
 from .support import agent, chat, raw_config, request_lines, spend_lines, write_config

@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from gate.books.ledger import Hold, HoldDefaults, HoldRequest
+from gate.books.redis_rebuild import rebuild
+from gate.books.redis_store import RedisLedger, SpendStoreError, SpendStoreStartError
+from gate.books.spendlog import SpendLog
 from gate.config import GateConfig
-from gate.ledger import Hold, HoldDefaults, HoldRequest
-from gate.redis_rebuild import rebuild
-from gate.redis_store import RedisLedger, SpendStoreError, SpendStoreStartError
-from gate.router import Admission
-from gate.spendlog import SpendLog
+from gate.core.router import Admission
 
 from .redis_server import RedisServer, free_port, redis_binary
 from .support import agent, make_config, spend_lines

@@ -11,12 +11,13 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from gate import refusals, report
+from gate.books import refusals
+from gate.books.ledger import Ledger, utc_now
+from gate.books.logtail import request_record
+from gate.books.spendlog import SpendLog, read_records
+from gate.cli import report
 from gate.config import parse_config
 from gate.context import GATE
-from gate.ledger import Ledger, utc_now
-from gate.logtail import request_record
-from gate.spendlog import SpendLog, read_records
 
 from .support import agent, chat, raw_config, spend_lines
 

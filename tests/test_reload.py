@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-import gate.proxy
+import gate.http.proxy
 from gate.config import load_config
 from gate.context import GATE
 from mock_upstream import Fault
@@ -44,13 +44,13 @@ async def test_reload_removing_an_agent_while_its_body_arrives_answers_403_with_
     path = write_config(tmp_path / "gate.yaml", raw)
     client = await start_gate(load_config(path, {}), env={})
     reading = asyncio.Event()
-    real_read = gate.proxy.read_json_object
+    real_read = gate.http.proxy.read_json_object
 
     async def probed_read(*args: Any) -> Any:
         reading.set()  # identify() has passed: the handler waits for the body now
         return await real_read(*args)
 
-    monkeypatch.setattr(gate.proxy, "read_json_object", probed_read)
+    monkeypatch.setattr(gate.http.proxy, "read_json_object", probed_read)
     rest = asyncio.Event()
 
     async def body() -> AsyncIterator[bytes]:

@@ -11,7 +11,7 @@ import sys
 from decimal import Decimal
 from pathlib import Path
 
-from gate import report
+from gate.cli import report
 
 from .support import raw_config, write_config
 

@@ -14,7 +14,7 @@ import pytest
 
 from gate.config import AgentPolicy, Tier
 from gate.context import GATE
-from gate.cost import (
+from gate.core.cost import (
     ModelPrice,
     affordable_completion_tokens,
     flat_price,
@@ -24,9 +24,16 @@ from gate.cost import (
     usage_tokens,
     worst_price,
 )
-from gate.errors import GateError
-from gate.intake import chat_request, upstream_body
-from gate.router import Admission, Refusal, admit, choose_tier, remaining_fraction, upstream_models
+from gate.core.router import (
+    Admission,
+    Refusal,
+    admit,
+    choose_tier,
+    remaining_fraction,
+    upstream_models,
+)
+from gate.http.errors import GateError
+from gate.http.intake import chat_request, upstream_body
 
 from .support import ECONOMY, MID, PREMIUM, chat, make_config, request_lines, spend_lines
 

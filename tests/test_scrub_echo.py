@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from gate.scrub import FRAGMENT, scrub
+from gate.core.scrub import FRAGMENT, scrub
 from mock_upstream import Fault
 
 from .support import chat, make_config

@@ -30,7 +30,7 @@ from aiohttp import web
 
 from gate.config import ConfigError, load_config, parse_config
 from gate.context import GATE
-from gate.surface import not_served
+from gate.http.surface import not_served
 from mock_upstream import Fault
 
 from .procs import start_gate as spawn_gate
@@ -288,16 +288,16 @@ async def test_headers_and_near_miss_tokens_grant_nothing(
 async def test_admin_token_is_compared_in_constant_time(
     start_gate, mock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import gate.intake
+    import gate.http.intake
 
     compared: list[tuple[bytes, bytes]] = []
-    real = gate.intake.hmac.compare_digest
+    real = gate.http.intake.hmac.compare_digest
 
     def spy(a: bytes, b: bytes) -> bool:
         compared.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(gate.intake.hmac, "compare_digest", spy)
+    monkeypatch.setattr(gate.http.intake.hmac, "compare_digest", spy)
     client = await locked_gate(start_gate, mock, tmp_path)
     assert (await client.get("/api/spend", headers={"Authorization": "Bearer nope"})).status == 401
     assert (await client.get("/api/spend", headers=ADMIN)).status == 200

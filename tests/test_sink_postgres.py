@@ -31,7 +31,7 @@ except ImportError:  # the `postgres` extra is missing: a failure in CI, a skip 
     pytest.skip("NO ASYNCPG: pip install -e '.[postgres]'", allow_module_level=True)
 
 from gate.context import GATE
-from gate.sinks import PostgresSink
+from gate.sinks.postgres import PostgresSink
 
 from .support import (
     agent,
@@ -429,7 +429,7 @@ async def test_the_dsn_password_shows_nowhere(start_gate, mock, tmp_path, databa
 
 
 def test_migration_file_is_what_the_sink_applies() -> None:
-    from gate.sink_sql import migration_sql
+    from gate.sinks.sql import migration_sql
 
     text = (ROOT / "migrations" / "001_tool_calls.sql").read_text()
     assert migration_sql("tool_calls") == text
@@ -448,7 +448,7 @@ async def test_the_readme_sql_answers_the_jq_questions(tmp_path, database):
     lines = synthetic_log(tmp_path / "log.jsonl", 120, day=today)
     dsn = _with_database(SERVER, database)
     from gate.config import PostgresSinkConfig
-    from gate.sinks import backfill
+    from gate.sinks.postgres import backfill
 
     await backfill(PostgresSinkConfig(dsn=dsn), [tmp_path / "log.jsonl"])
     conn = await asyncpg.connect(dsn)

@@ -84,7 +84,7 @@ async def test_every_refusal_after_the_check_gives_its_slot_back(
 ) -> None:
     """A store refusing one request's amounts (a Redis integer overflow) is that request's
     400; its slot must come back, or an agent would lock itself out after 64 of them."""
-    from gate.redis_store import SpendStoreRefused
+    from gate.books.redis_store import SpendStoreRefused
 
     client = await start_gate(make_config(tmp_path, mock.base_url))
     gate = client.app[GATE]

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from gate import spendlog
-from gate.spendlog import SpendLog, SpendLogError, read_records
+from gate.books import spendlog
+from gate.books.spendlog import SpendLog, SpendLogError, read_records
 
 
 async def test_concurrent_lines_never_interleave(tmp_path: Path) -> None:
@@ -134,7 +134,7 @@ async def test_lines_unwritten_at_shutdown_are_reported_not_dropped(
     for line in lines:
         log.append(dict(line))
     capsys.readouterr()
-    with caplog.at_level(logging.ERROR, logger="gate.spendlog"):
+    with caplog.at_level(logging.ERROR, logger="gate.books.spendlog"):
         await log.close()
     assert hold is not None and hold.done()
     assert isinstance(hold.exception(), SpendLogError)  # a hold line is failed, not printed

@@ -1,4 +1,4 @@
-"""gate.sse: one byte stream, cut anywhere, gives the same events."""
+"""gate.core.sse: one byte stream, cut anywhere, gives the same events."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gate.sse import DONE, Event, SSEParser, is_done
+from gate.core.sse import DONE, Event, SSEParser, is_done
 
 TERMINATORS = (b"\n", b"\r\n", b"\r")
 

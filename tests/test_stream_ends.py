@@ -77,7 +77,7 @@ async def test_a_last_event_without_its_blank_line_ends_the_stream_properly(
 
 
 def test_the_parser_finishes_an_event_that_lacks_its_blank_line() -> None:
-    from gate.sse import SSEParser
+    from gate.core.sse import SSEParser
 
     parser = SSEParser()
     assert [e.data for e in parser.feed(b"data: a\r\rdata: b\r")] == [b"a"]

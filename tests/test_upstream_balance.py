@@ -7,8 +7,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from gate.balance import parse_key
-from gate.ops import OPS
+from gate.ops.wiring import OPS
+from gate.upstream.balance import parse_key
 
 from .support import agent, chat, load_prices, make_config
 

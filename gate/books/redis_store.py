@@ -1,0 +1,587 @@
+"""The shared spend store: budgets, holds and settlements in Redis, so any number of
+gate instances draw on one budget per agent (`spend_store: {backend: redis}`).
+
+Redis is authoritative for each agent's budget_total, spent, held and period start,
+and for the holds; every change is one Lua script (see `redis_scripts`). The accounts
+the base `Ledger` keeps in memory are this instance's mirror of what Redis last said,
+plus the changes it has queued for Redis and not yet seen applied, so views and
+routing read it without a round trip. Each instance still writes its own JSONL spend
+log, in the same format, as its audit trail.
+
+`reserve` decides with the pure `router.admit` on the mirror, then the reserve script
+re-checks the cap atomically and places the hold; a lost race re-decides with the
+state the script returned. `settle` stays synchronous: the mirror and the request
+line change at once, the settlement goes to Redis through one ordered queue, retried
+until Redis takes it; a done key per request makes it count once. Holds carry an
+expiry that their instance renews; a dead instance's holds expire and another
+instance claims and settles them (`claim_expired`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import socket
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from urllib.parse import urlsplit
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError, ResponseError
+
+from gate.books import redis_scripts as lua
+from gate.books.ledger import Account, Clock, Hold, HoldDefaults, HoldRequest, Ledger, iso, parse_ts
+from gate.books.spendlog import SpendLog, SpendLogError
+from gate.config import AgentPolicy, SpendStoreConfig
+from gate.core.cost import ZERO, ModelPrice
+from gate.core.periods import period_start
+from gate.core.router import Admission, Refusal
+
+log = logging.getLogger(__name__)
+
+RESERVE_ATTEMPTS = 8  # re-decisions after losing a race at the budget edge
+CLAIM_BATCH = 100
+RETRY_MIN_SECONDS = 0.05
+RETRY_MAX_SECONDS = 1.0
+CLOSE_TIMEOUT_SECONDS = 10.0
+REBUILD_COMMAND = "python -m gate store-rebuild --config PATH --log LOG [--log LOG ...]"
+
+
+class SpendStoreError(SpendLogError):
+    """The shared store cannot be used now: no paid request is admitted (fail closed)."""
+
+
+class SpendStoreRefused(Exception):
+    """Redis refused one change for what it carried (an integer out of range): that
+    request's error, not the store's; the store stays in use."""
+
+
+class SpendStoreStartError(Exception):
+    """The gate must not start on this store: one line says why and what to do."""
+
+
+def redacted(url: str | None) -> str:
+    """The store's URL without its password, for messages."""
+    parts = urlsplit(url or "")
+    host = parts.hostname or "?"
+    return f"{parts.scheme}://{host}{f':{parts.port}' if parts.port else ''}{parts.path}"
+
+
+def connect(store: SpendStoreConfig) -> Redis:
+    assert store.url is not None
+    return Redis.from_url(
+        store.url,
+        socket_connect_timeout=2,
+        socket_timeout=5,
+        retry=Retry(NoBackoff(), 0),  # the gate retries itself, in order
+        decode_responses=True,
+    )
+
+
+def epoch(ts: datetime | None) -> str:
+    return "" if ts is None else str(int(ts.timestamp()))
+
+
+EPOCH_START = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def epoch_ms(ts: datetime | str | None) -> str:
+    """A log line's ts as whole epoch milliseconds (exactly what `iso` wrote), or ''."""
+    when = parse_ts(ts) if isinstance(ts, str) else ts
+    return "" if when is None else str((when - EPOCH_START) // timedelta(milliseconds=1))
+
+
+def from_epoch_ms(value: object) -> datetime:
+    return EPOCH_START + timedelta(milliseconds=int(str(value)))
+
+
+def not_ready_message(store: SpendStoreConfig) -> str:
+    url = redacted(store.url or "")
+    return (
+        f"spend store {url} (key prefix {store.key_prefix!r}) holds no gate state; "
+        f"rebuild it from every instance's spend log: {REBUILD_COMMAND} "
+        "(a new deployment: the same command without --log)"
+    )
+
+
+@dataclass(slots=True)
+class _Op:
+    """One change queued for Redis, and what it did to the mirror before Redis saw it."""
+
+    agent_id: str
+    run: Callable[[], Awaitable[Any]]
+    spent: Decimal = ZERO
+    held: Decimal = ZERO
+
+
+class RedisLedger(Ledger):
+    def __init__(
+        self,
+        agents: Mapping[str, AgentPolicy],
+        spend_log: SpendLog,
+        clock: Clock,
+        store: SpendStoreConfig,
+        client: Redis | None = None,
+    ) -> None:
+        super().__init__(agents, spend_log, clock)
+        self.store = store
+        self.keys = lua.Keys(store.key_prefix)
+        self.instance = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self._client = client if client is not None else connect(store)
+        c = self._client
+        self._state = c.register_script(lua.STATE)
+        self._reserve = c.register_script(lua.RESERVE)
+        self._settle = c.register_script(lua.SETTLE)
+        self._budget = c.register_script(lua.BUDGET)
+        self._policy = c.register_script(lua.POLICY)
+        self._name = c.register_script(lua.NAME)
+        self._renew = c.register_script(lua.RENEW)
+        self._claim = c.register_script(lua.CLAIM)
+        self._queue: deque[_Op] = deque()
+        self._wakeup = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self._pending: dict[str, list[Decimal]] = {}  # agent -> [spent, held] not yet in Redis
+        self._store_held: dict[str, Decimal] = {}  # agent -> held, as Redis last said
+        self._offline: set[str] = set()  # holds placed while Redis was away (open mode)
+        # agent -> resets/spent-sets this instance wrote: orders its own settlements
+        # against them as its log does (see redis_scripts.SETTLE).
+        self._resets: dict[str, int] = {}
+        self._error: str | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- life cycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Check the store is there and initialised, bring the config in, start the
+        background work. Raises SpendStoreStartError (and closes the client) otherwise."""
+        try:
+            ready = await self._client.exists(self.keys.marker)
+            if not ready:
+                raise SpendStoreStartError(not_ready_message(self.store))
+            for agent_id in self.agent_ids():
+                self._mirror(agent_id, await self._call(self._policy, agent_id))
+        except (RedisError, OSError, SpendStoreError) as exc:
+            await self._client.aclose()
+            url = redacted(self.store.url or "")
+            raise SpendStoreStartError(f"spend store {url} cannot be used: {exc}") from None
+        except SpendStoreStartError:
+            await self._client.aclose()
+            raise
+        self._tasks = [
+            asyncio.create_task(self._worker(), name="spend-store-writer"),
+            asyncio.create_task(self._keep_fresh(), name="spend-store-refresh"),
+        ]
+
+    async def aclose(self) -> None:
+        """Send what is queued (for a while, if Redis is away), then stop and disconnect."""
+        try:
+            await asyncio.wait_for(self._drained.wait(), CLOSE_TIMEOUT_SECONDS)
+        except TimeoutError:
+            log.error("spend store: %d changes could not be sent at shutdown", len(self._queue))
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._client.aclose()
+
+    @property
+    def store_error(self) -> str | None:
+        return self._error
+
+    async def all_settled(self) -> None:
+        await super().all_settled()
+        await self._drained.wait()
+
+    # -- talking to Redis -------------------------------------------------------------
+
+    def _args(self, agent_id: str) -> tuple[list[str], list[str]]:
+        acct = self._book(agent_id)  # a dormant agent's settlement still rolls its period
+        keys = [self.keys.marker, self.keys.account(agent_id)]
+        if acct is None:
+            return keys, ["", "", ""]
+        start = period_start(acct.policy.period, self._clock())
+        policy = acct.policy
+        return keys, [
+            epoch(start),
+            str(lua.to_units(policy.budget_total)),
+            str(lua.to_units(policy.budget_spent)),
+        ]
+
+    async def _call(
+        self, script: Any, agent_id: str, keys: Sequence[str] = (), args: Sequence[Any] = ()
+    ) -> list[Any]:
+        """Run an account script; raises SpendStoreError when Redis cannot answer or
+        has lost its state."""
+        base_keys, base_args = self._args(agent_id)
+        try:
+            reply = await script(keys=[*base_keys, *keys], args=[*base_args, *args])
+        except ResponseError as exc:
+            if "overflow" not in str(exc) and "out of range" not in str(exc):
+                self._failed(f"redis error: {exc}")
+                raise SpendStoreError(self._error or "redis error") from None
+            log.warning("spend store: refused one change: %s", exc)
+            raise SpendStoreRefused("the spend store cannot count this request's amounts") from None
+        except (RedisError, OSError) as exc:
+            self._failed(f"redis unreachable: {type(exc).__name__}: {exc}")
+            raise SpendStoreError(self._error or "redis unreachable") from None
+        if reply[0] == lua.NOT_READY:
+            self._failed("redis holds no gate state: " + not_ready_message(self.store))
+            raise SpendStoreError(self._error or "")
+        self._recovered()
+        return list(reply)
+
+    def _failed(self, reason: str) -> None:
+        if self._error is None:
+            log.error("spend store: %s", reason)
+        self._error = reason
+
+    def _recovered(self) -> None:
+        if self._error is not None:
+            log.warning("spend store: working again after: %s", self._error)
+            self._error = None
+
+    def _mirror(self, agent_id: str, reply: list[Any]) -> None:
+        """Take Redis's word for an account (plus what this instance has not sent yet);
+        a period this reply rolled is written to this instance's log, once."""
+        acct = self._book(agent_id)
+        if acct is None or len(reply) < 7:
+            return
+        pending = self._pending.get(agent_id, [ZERO, ZERO])
+        acct.budget_total = lua.from_units(reply[2])
+        acct.spent = lua.from_units(reply[3]) + pending[0]
+        self._store_held[agent_id] = lua.from_units(reply[4])
+        acct.held = self._store_held[agent_id] + pending[1]
+        acct.period_start = (
+            datetime.fromtimestamp(int(reply[5]), UTC) if reply[5] not in ("", None) else None
+        )
+        acct.total_set_by_admin = str(reply[6]) == "1"
+        if int(reply[1]) == 1:
+            # The period start it rolled to: the replay counts in the new period the
+            # lines from then on, also those written before this line (ledger._apply).
+            line = {"ts": iso(self._clock()), "event": "reset", "agent_id": agent_id}
+            line["reason"] = "period"
+            if acct.period_start is not None:
+                line["period_start"] = iso(acct.period_start)
+            self._append(line)
+            self._notify(agent_id, "period")
+
+    def _owe(self, agent_id: str, spent: Decimal, held: Decimal) -> None:
+        pending = self._pending.setdefault(agent_id, [ZERO, ZERO])
+        pending[0] += spent
+        pending[1] += held
+
+    def _enqueue(self, op: _Op) -> None:
+        self._owe(op.agent_id, op.spent, op.held)
+        self._queue.append(op)
+        self._drained.clear()
+        self._wakeup.set()
+
+    async def _worker(self) -> None:
+        """Send queued changes to Redis in order; keep each until Redis has taken it."""
+        delay = RETRY_MIN_SECONDS
+        while True:
+            if not self._queue:
+                self._drained.set()
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                continue
+            op = self._queue[0]
+            try:
+                reply = await op.run()
+            except SpendStoreError:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_SECONDS)
+                continue
+            except Exception:  # a bug must not stop the books: drop this change, loudly
+                log.exception("spend store: change for %s dropped", op.agent_id)
+                reply = None
+            self._queue.popleft()
+            delay = RETRY_MIN_SECONDS
+            self._owe(op.agent_id, -op.spent, -op.held)
+            if isinstance(reply, list):
+                self._mirror(op.agent_id, reply)
+
+    async def _keep_fresh(self) -> None:
+        """Read the shared state back now and then (other instances' spend, admin
+        changes, a rolled period) and renew this instance's holds."""
+        while True:
+            # A period, not a wait for an event; often enough to renew holds in time.
+            await asyncio.sleep(min(self.store.refresh_seconds, self.store.hold_ttl_seconds / 3))
+            with contextlib.suppress(SpendStoreError):
+                await self.refresh()
+
+    async def refresh(self) -> None:
+        """Bring the mirror up to date with Redis and renew this instance's holds."""
+        for agent_id in self.agent_ids():
+            self._mirror(agent_id, await self._call(self._state, agent_id))
+        mine = [rid for rid in self._holds if rid not in self._offline]
+        if mine:
+            expires = self._clock().timestamp() + self.store.hold_ttl_seconds
+            try:
+                await self._renew(keys=[self.keys.holds, self.keys.expiry], args=[expires, *mine])
+            except (RedisError, OSError) as exc:
+                self._failed(f"redis unreachable: {type(exc).__name__}: {exc}")
+
+    # -- requests ---------------------------------------------------------------------
+
+    async def reserve(
+        self,
+        agent_id: str,
+        request_id: str,
+        ask: HoldRequest,
+        prices: Mapping[str, ModelPrice],
+        defaults: HoldDefaults,
+    ) -> tuple[Admission, Hold] | Refusal:
+        acct = self._accounts[agent_id]
+        async with acct.lock:
+            try:
+                outcome = await self._reserve_shared(acct, request_id, ask, prices, defaults)
+            except SpendStoreError:
+                if self.store.on_store_error != "open":
+                    raise
+                outcome = self._reserve_local(acct, request_id, ask, prices, defaults)
+            if isinstance(outcome, Refusal):
+                if outcome.status == 402:  # the budget's refusal, not a body too costly
+                    self._notify(agent_id, "refused")
+                return outcome
+            decision, hold = outcome
+            written = self._record_hold(hold, decision.tier.name, self._clock())
+        await self._hold_on_disk(hold, written)
+        return decision, hold
+
+    async def _reserve_shared(
+        self,
+        acct: Account,
+        request_id: str,
+        ask: HoldRequest,
+        prices: Mapping[str, ModelPrice],
+        defaults: HoldDefaults,
+    ) -> tuple[Admission, Hold] | Refusal:
+        agent_id = acct.policy.agent_id
+        fresh = False
+        decision: Admission | Refusal = Refusal("budget exhausted for this period", None)
+        for _ in range(RESERVE_ATTEMPTS):
+            decision = self._decide(acct, ask, prices, defaults)
+            if isinstance(decision, Refusal):
+                if fresh:
+                    return decision
+                self._mirror(agent_id, await self._call(self._state, agent_id))
+                fresh = True  # the mirror may be stale: refuse only on Redis's word
+                continue
+            units = lua.to_units(decision.hold)
+            expires = self._clock().timestamp() + self.store.hold_ttl_seconds
+            body = json.dumps(
+                {
+                    "agent_id": agent_id,
+                    "amount": str(units),
+                    "generation_id": None,
+                    "instance": self.instance,
+                    "expires_at": expires,
+                }
+            )
+            reply = await self._call(
+                self._reserve,
+                agent_id,
+                [self.keys.holds, self.keys.expiry],
+                [units, "1" if acct.policy.hard_cap else "0", request_id, body, expires],
+            )
+            self._mirror(agent_id, reply)
+            if reply[0] == lua.OK:
+                return decision, Hold(request_id, agent_id, decision.hold)
+            fresh = True
+        tier = decision.tier if isinstance(decision, Admission) else None
+        return Refusal("remaining budget is held by requests in flight; retry shortly", tier)
+
+    def _reserve_local(
+        self,
+        acct: Account,
+        request_id: str,
+        ask: HoldRequest,
+        prices: Mapping[str, ModelPrice],
+        defaults: HoldDefaults,
+    ) -> tuple[Admission, Hold] | Refusal:
+        """`on_store_error: open`: decide on this instance's view alone; the hold is
+        local and its settlement reaches Redis when Redis is back."""
+        self._roll(acct, self._clock(), record=False)
+        decision = self._decide(acct, ask, prices, defaults)
+        if isinstance(decision, Refusal):
+            return decision
+        hold = Hold(request_id, acct.policy.agent_id, decision.hold)
+        self._offline.add(request_id)
+        self._owe(hold.agent_id, ZERO, hold.amount)
+        self._sync_held(acct)
+        return decision, hold
+
+    def _queue_settle(self, hold: Hold, cost: Decimal, at: object = None) -> None:
+        """Send a settlement to Redis; the mirror has already (or is about to) let go of
+        the hold and charged the cost, and `_pending` carries that until Redis has it.
+        `at` is its request line's ts: Redis counts the cost only if the line is in the
+        current period and after the last reset, as the logs' replay does."""
+        offline = hold.request_id in self._offline
+        self._offline.discard(hold.request_id)
+        agent_id, request_id = hold.agent_id, hold.request_id
+        keys = [self.keys.holds, self.keys.expiry, self.keys.done(request_id)]
+        args = [
+            lua.to_units(cost),
+            request_id,
+            lua.DONE_TTL_SECONDS,
+            epoch_ms(at) if isinstance(at, str) else "",
+            self.instance,
+            self._resets.get(agent_id, 0),
+        ]
+
+        def run() -> Awaitable[Any]:
+            return self._call(self._settle, agent_id, keys, args)
+
+        if offline:  # Redis's held never carried it: only the cost is on its way
+            self._owe(agent_id, ZERO, -hold.amount)
+            self._enqueue(_Op(agent_id, run, spent=cost))
+        else:
+            self._enqueue(_Op(agent_id, run, spent=cost, held=-hold.amount))
+
+    def settle(self, hold: Hold, cost: Decimal, line: dict[str, Any]) -> Decimal | None:
+        if hold.settled:
+            return None
+        remaining = super().settle(hold, cost, line)
+        self._queue_settle(hold, cost, line.get("ts"))
+        return remaining
+
+    def _release(self, hold: Hold) -> None:
+        self._queue_settle(hold, ZERO)
+        super()._release(hold)
+
+    def name_generation(self, hold: Hold, generation_id: str) -> None:
+        if hold.generation_id is not None or hold.settled:
+            return
+        super().name_generation(hold, generation_id)
+        if hold.request_id in self._offline:
+            return
+        holds, rid = self.keys.holds, hold.request_id
+
+        async def run() -> None:
+            try:
+                await self._name(keys=[holds], args=[rid, generation_id])
+            except (RedisError, OSError) as exc:
+                self._failed(f"redis unreachable: {type(exc).__name__}: {exc}")
+                raise SpendStoreError(str(exc)) from None
+
+        self._enqueue(_Op(hold.agent_id, run))
+
+    async def claim_expired(self) -> list[Hold]:
+        """Take over the holds of instances that stopped renewing them (they died);
+        the caller settles them. Each expired hold goes to one instance only."""
+        now = self._clock().timestamp()
+        try:
+            found = await self._claim(
+                keys=[self.keys.marker, self.keys.holds, self.keys.expiry],
+                args=[now, now + self.store.hold_ttl_seconds, self.instance, CLAIM_BATCH],
+            )
+        except (RedisError, OSError) as exc:
+            self._failed(f"redis unreachable: {type(exc).__name__}: {exc}")
+            return []
+        claimed = []
+        for request_id, encoded in zip(found[::2], found[1::2], strict=True):
+            saved = json.loads(encoded)
+            generation = saved.get("generation_id")
+            hold = Hold(
+                request_id,
+                str(saved.get("agent_id")),
+                lua.from_units(saved.get("amount")),
+                generation if isinstance(generation, str) else None,
+            )
+            self._holds[request_id] = hold
+            self._no_holds.clear()
+            claimed.append(hold)
+        return claimed
+
+    def _sync_held(self, acct: Account) -> None:
+        # Redis sums every instance's holds in whole pico-USD; this instance adds only
+        # what it has not sent yet.
+        agent_id = acct.policy.agent_id
+        pending = self._pending.get(agent_id, [ZERO, ZERO])
+        acct.held = self._store_held.get(agent_id, ZERO) + pending[1]
+
+    # -- admin ------------------------------------------------------------------------
+
+    async def set_budget(
+        self,
+        agent_id: str,
+        budget_total: Decimal | None,
+        budget_spent: Decimal | None,
+        *,
+        source: str | None = None,
+    ) -> None:
+        """Redis first (every instance sees it), then this instance's log line."""
+        acct = self._accounts[agent_id]
+        async with acct.lock:
+            total = "" if budget_total is None else str(lua.to_units(budget_total))
+            spent = "" if budget_spent is None else str(lua.to_units(budget_spent))
+            now = await self._new_epoch(agent_id, total, spent)
+            line: dict[str, Any] = {"ts": now, "event": "budget", "agent_id": agent_id}
+            if budget_total is not None:
+                line["budget_total"] = budget_total
+            if budget_spent is not None:
+                line["budget_spent"] = budget_spent
+            if source is not None:
+                line["source"] = source
+            self._append(line)
+            self._notify(agent_id, "budget")
+
+    async def reset(self, agent_id: str, reason: str = "admin") -> None:
+        acct = self._accounts[agent_id]
+        async with acct.lock:
+            now = await self._new_epoch(agent_id, "", "0")
+            self._append({"ts": now, "event": "reset", "agent_id": agent_id, "reason": reason})
+            self._notify(agent_id, "reset")
+
+    async def _new_epoch(self, agent_id: str, total: str, spent: str) -> str:
+        """Run the budget script; returns the ts its log line must carry. A new spent
+        starts an epoch: settlements whose lines this instance wrote before the line
+        about to be written, and other instances' lines with a ts up to this one, do
+        not count in it — exactly what the replay of the logs says."""
+        count = self._resets.get(agent_id, 0) + (spent != "")
+        args = [total, spent, epoch_ms(self._clock()), self.instance, count]
+        try:
+            reply = await self._call(self._budget, agent_id, (), args)
+        finally:
+            # Even on an error: Redis may have taken it, and a higher count is harmless.
+            self._resets[agent_id] = count
+        if spent != "":
+            for op in self._queue:  # queued here before the line: Redis will not count them
+                if op.agent_id == agent_id and op.spent:
+                    self._owe(agent_id, -op.spent, ZERO)
+                    op.spent = ZERO
+        self._mirror(agent_id, reply)
+        return iso(from_epoch_ms(reply[7]))
+
+    def apply_policies(self, agents: Mapping[str, AgentPolicy]) -> None:
+        super().apply_policies(agents)
+        for agent_id in agents:
+
+            def run(agent_id: str = agent_id) -> Awaitable[Any]:
+                return self._call(self._policy, agent_id)
+
+            self._enqueue(_Op(agent_id, run))
+
+    # -- what the JSONL store does and this one does not --------------------------------
+
+    def _roll(self, acct: Account, now: datetime, *, record: bool) -> None:
+        # The mirror rolls by itself; the period line is written by whichever instance's
+        # script rolled it in Redis (see `_mirror`), so it is written once.
+        super()._roll(acct, now, record=False)
+
+    def write_snapshot(self) -> None:
+        """No snapshots: Redis holds the state, and a rebuild merges many logs."""
+        self._since_snapshot = 0

@@ -1,0 +1,2 @@
+"""The subcommands of `python -m gate`: report, check-config, compact, sink-backfill,
+store-rebuild."""

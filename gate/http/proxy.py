@@ -1,0 +1,163 @@
+"""`POST /v1/chat/completions` and `GET /v1/models`: admission, then the relay.
+
+Admission decides everything before a cent is spent — who calls, whether the body is
+sound, which tier and models, and the hold — and every refusal still writes its line.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+
+from aiohttp import web
+
+from gate.books.ledger import HoldDefaults, HoldRequest
+from gate.books.redis_store import SpendStoreError, SpendStoreRefused
+from gate.books.refusals import reason_of
+from gate.books.spendlog import SpendLogError
+from gate.context import GATE, Gate
+from gate.core.cost import ZERO
+from gate.core.router import Refusal
+from gate.http.errors import (
+    INVALID_REQUEST,
+    GateError,
+    budget_refusal,
+    log_unavailable,
+    store_unavailable,
+)
+from gate.http.intake import agent_id_of, chat_request, identify, read_json_object
+from gate.http.relay import Call, relay_json
+from gate.http.stream import relay_stream
+
+
+def new_request_id() -> str:
+    return "req-" + secrets.token_hex(12)
+
+
+def blank_line(request_id: str) -> dict[str, Any]:
+    """A request line's fields, in the order ops read them."""
+    return {
+        "request_id": request_id,
+        "generation_id": None,
+        "agent_id": None,
+        "model": None,
+        "tier": None,
+        "models_allowed": [],
+        "stream": False,
+        "status": None,
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+    }
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    gate = request.app[GATE]
+    cfg = gate.config
+    started = time.perf_counter()
+    line = blank_line(new_request_id())
+    known = False  # a known agent, authenticated: its refusals write their own lines
+    try:
+        line["agent_id"] = agent_id_of(request)  # as claimed: a refusal names who tried
+        caller = identify(request, cfg, line["agent_id"])
+        known = True
+        body, size = await read_json_object(
+            request,
+            cfg.limits.max_body_bytes,
+            cfg.limits.client_timeout_seconds,
+            lambda raw: gate.bodies.check(raw, cfg.limits.max_json_values),
+        )
+        line["stream"] = body.get("stream") is True
+        if gate.config is not cfg:  # reloaded while the body arrived: admitted under the new
+            cfg = gate.config  # config, so a removed agent gets the unknown agent's 403
+            caller = identify(request, cfg, line["agent_id"])
+        chat = chat_request(body, size, cfg.holds.max_tokens_ceiling)
+        demand = chat.demand
+        assert demand is not None
+        spend_log = gate.ledger.spend_log
+        if spend_log.error is not None:
+            raise log_unavailable(spend_log.error)
+        slot = gate.slots.take(  # synchronously: a burst cannot pass the check together
+            caller.policy.agent_id,
+            cfg.limits.max_concurrent_upstream,
+            caller.policy.max_concurrent or cfg.limits.max_concurrent_per_agent,
+        )
+        try:
+            outcome = await gate.ledger.reserve(
+                caller.policy.agent_id,
+                line["request_id"],
+                HoldRequest(
+                    chat.model,
+                    gate.calibration.prompt_tokens(line["request_id"], demand.prompt_tokens),
+                    demand.max_tokens,
+                    cfg.holds.plugin_usd_per_request * demand.unpriced_plugins,
+                    demand.body,
+                ),
+                gate.prices.prices,
+                HoldDefaults(
+                    cfg.holds.unknown_model_usd_per_token,
+                    cfg.holds.default_max_tokens,
+                    cfg.holds.max_hold_usd,
+                ),
+            )
+        except SpendStoreRefused as exc:  # this request's amounts, not the store's state
+            slot.release()
+            raise GateError(400, INVALID_REQUEST, str(exc)) from None
+        except SpendStoreError as exc:
+            slot.release()
+            raise store_unavailable(str(exc)) from None
+        except SpendLogError as exc:
+            slot.release()
+            raise log_unavailable(str(exc)) from None
+        except BaseException:
+            slot.release()
+            raise
+        if isinstance(outcome, Refusal):
+            slot.release()
+            if outcome.tier is not None:
+                line["tier"] = outcome.tier.name
+                line["models_allowed"] = list(outcome.tier.models)
+            if outcome.status == 402:
+                resets_at = gate.ledger.resets_at(caller.policy.agent_id)
+                raise budget_refusal(caller.policy.agent_id, outcome.message, resets_at)
+            raise GateError(outcome.status, INVALID_REQUEST, outcome.message)
+    except GateError as err:
+        reason = None if known else reason_of(err.status, err.message)
+        _refused(gate, line, err.status, started, reason)
+        raise
+    admission, hold = outcome
+    call = Call(gate, request, chat, caller, admission, hold, line, started)
+    return await gate.shielded(relay_stream(call) if chat.stream else relay_json(call), slot)
+
+
+def _refused(
+    gate: Gate, line: dict[str, Any], status: int, started: float, reason: str | None = None
+) -> None:
+    """The refusal's line; with a `reason` (no known agent authenticated) only counted
+    into the next `refusals` line (`gate.books.refusals`)."""
+    seconds = time.perf_counter() - started
+    line["status"] = status
+    line["latency_ms"] = round(seconds * 1000, 3)
+    if reason is None:
+        gate.ledger.record_refusal(line)
+    else:
+        gate.ledger.count_refusal(line, reason)
+    gate.metrics.request(line["agent_id"], line["tier"], status, ZERO, seconds, line["stream"])
+
+
+async def list_models(request: web.Request) -> web.Response:
+    """The models the calling agent may use now, in OpenAI's list shape."""
+    gate = request.app[GATE]
+    caller = identify(request, gate.config)
+    tier = gate.ledger.current_tier(caller.policy.agent_id)
+    models = tier.models if tier is not None else ()
+    return web.json_response(
+        {
+            "object": "list",
+            "data": [
+                {"id": m, "object": "model", "created": 0, "owned_by": m.split("/", 1)[0]}
+                for m in models
+            ],
+        },
+        headers={"X-Execwall-Tier": tier.name if tier else "none"},
+    )

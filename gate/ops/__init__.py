@@ -1,0 +1,2 @@
+"""What runs beside the request path: alerts, the JetPatch console sync, Prometheus
+metrics, and the wiring that starts them."""

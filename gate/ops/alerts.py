@@ -1,0 +1,292 @@
+"""Alerts to a Slack- or Discord-compatible webhook, and the list behind /api/alerts.
+
+The ledger, the spend log and the upstream client tell the alerter what changed through
+small synchronous hooks; it decides at once whether a line was crossed, records the
+alert and queues it. One background task posts the queue, in order, with retries: no
+request ever waits for a webhook.
+
+What fires (each once per crossing):
+- `budget_fraction`: an agent's spend reached one of `alerts.spent_fractions`;
+- `tier_drop`: its spend put it in a lower tier;
+- `budget_refused`: a request of a hard-capped agent was refused by its budget;
+- `upstream_credits`: OpenRouter answered 402 without Retry-After (credits gone);
+- `upstream_rate_limited`: `rate_limit_storm_count` upstream 429s within
+  `rate_limit_storm_seconds`;
+- `spend_log_failing` / `spend_log_recovered`.
+
+Deduplication is by level, not by time: per agent the alerter remembers how many
+fractions it has reported, the lowest tier it has reported and whether it reported a
+refusal. A level fires when it is first reached and is re-armed only when the agent
+falls back below it (a new period, a reset, a raised budget), so repeated crossings of
+the same line within a period never fire twice. The levels are taken from the ledger
+as replayed at start, so a restart re-sends nothing that was already crossed. Upstream
+alerts re-arm when upstream recovers (a 200; a window without 429s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import aiohttp
+
+from gate.books.ledger import Account, Clock, iso
+from gate.context import Gate
+from gate.core.router import choose_tier
+from gate.upstream.client import backoff_delay, retry_after_seconds
+
+log = logging.getLogger(__name__)
+
+RECENT = 200  # alerts kept for /api/alerts
+QUEUE_LIMIT = 1000  # undelivered alerts kept while the webhook is down; the oldest go first
+NAME = "Execwall OR Gate"
+RE_ARMING = frozenset({"budget", "reset", "period", "policy"})  # may lift an agent off its cap
+
+
+@dataclass(slots=True)
+class Alert:
+    id: int
+    ts: str
+    kind: str
+    message: str
+    agent_id: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    delivery: str = "pending"  # pending | sent | failed | dropped | not_configured
+    attempts: int = 0
+    error: str | None = None
+
+    def view(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "ts": self.ts,
+            "kind": self.kind,
+            "agent_id": self.agent_id,
+            "message": self.message,
+            "details": self.details,
+            "delivery": self.delivery,
+            "attempts": self.attempts,
+            "error": self.error,
+        }
+
+
+def webhook_body(alert: Alert, fmt: str) -> dict[str, Any]:
+    """Slack's incoming-webhook body, or Discord's (which would ping nobody)."""
+    text = f"[{NAME}] {alert.message}"
+    if fmt == "discord":
+        return {"content": text[:2000], "allowed_mentions": {"parse": []}}
+    escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return {"text": escaped}
+
+
+@dataclass(slots=True)
+class _Levels:
+    fractions: int  # how many of spent_fractions have been reported
+    tier: int  # index of the lowest tier reported (0: the top one)
+    capped: bool  # a refusal at the cap has been reported
+
+
+def _usd(amount: Decimal) -> str:
+    return f"${amount:,.2f}"
+
+
+class Alerter:
+    def __init__(self, gate: Gate, clock: Clock) -> None:
+        self._gate = gate
+        self._clock = clock
+        self.recent: deque[Alert] = deque(maxlen=RECENT)
+        self._queue: deque[Alert] = deque()
+        self._wakeup = asyncio.Event()
+        self._next_id = 1
+        self._levels: dict[str, _Levels] = {}
+        self._credits_out = False
+        self._rate_limited: deque[float] = deque()
+        self._storm_until = 0.0  # monotonic: a storm is on until a quiet window passes
+        self._log_failing = False
+        for agent_id in gate.ledger.agent_ids():  # what was crossed before this start
+            acct = gate.ledger.account(agent_id)
+            if acct is not None:
+                fractions, tier, exhausted = self._measure(acct)
+                self._levels[agent_id] = _Levels(fractions, tier, exhausted)
+        if gate.ledger.spend_log.error is not None:
+            self.spend_log_changed(gate.ledger.spend_log.error)
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    # -- hooks (synchronous, cheap, never raising into the caller's path) -----------
+
+    def ledger_changed(self, agent_id: str, change: str) -> None:
+        acct = self._gate.ledger.account(agent_id)
+        if acct is None:
+            return
+        fractions, tier, exhausted = self._measure(acct)
+        seen = self._levels.get(agent_id)
+        if seen is None:  # an agent added by a reload starts where it stands
+            self._levels[agent_id] = _Levels(fractions, tier, exhausted)
+            return
+        if fractions > seen.fractions:
+            self._fraction_alert(agent_id, acct, fractions)
+        if tier > seen.tier and not exhausted:  # at a hard cap it is refused, not moved
+            self._tier_alert(agent_id, acct, tier)
+        seen.fractions, seen.tier = fractions, tier
+        if change == "refused" and not seen.capped:
+            seen.capped = True
+            self._fire(
+                "budget_refused",
+                f"{agent_id} was refused at its budget cap: {_usd(acct.spent)} of "
+                f"{_usd(acct.budget_total)} spent; its requests get 402 until the budget "
+                "is raised or reset or the period ends",
+                agent_id,
+                budget_total=acct.budget_total,
+                budget_spent=acct.spent,
+            )
+        elif change in RE_ARMING and not exhausted:
+            seen.capped = False
+
+    def upstream_answer(self, status: int, retry_after: float | None) -> None:
+        if status == 200:
+            self._credits_out = False
+            return
+        if status == 402 and retry_after is None:
+            if not self._credits_out:
+                self._credits_out = True
+                self._fire(
+                    "upstream_credits",
+                    "OpenRouter answered 402: the key's credits are used up; "
+                    "every request fails until credits are added",
+                    status=402,
+                )
+            return
+        if status != 429:
+            return
+        now = time.monotonic()
+        cfg = self._gate.config.alerts
+        window, count = cfg.rate_limit_storm_seconds, cfg.rate_limit_storm_count
+        seen = self._rate_limited
+        if seen.maxlen != count:
+            seen = self._rate_limited = deque(seen, maxlen=count)
+        seen.append(now)
+        storming = now < self._storm_until
+        if storming or (len(seen) == count and seen[0] >= now - window):
+            self._storm_until = now + window  # on until a window passes without a 429
+        if not storming and now < self._storm_until:
+            self._fire(
+                "upstream_rate_limited",
+                f"OpenRouter answered 429 (rate limited) {count} times within "
+                f"{window:g} s; requests are being retried and may fail",
+                status=429,
+                count=count,
+                window_seconds=window,
+            )
+
+    def spend_log_changed(self, error: str | None) -> None:
+        if error is not None and not self._log_failing:
+            self._log_failing = True
+            self._fire(
+                "spend_log_failing",
+                f"the spend log cannot be written ({error}); paid requests are refused "
+                "with 503 until it can",
+                error=error,
+            )
+        elif error is None and self._log_failing:
+            self._log_failing = False
+            self._fire("spend_log_recovered", "the spend log is being written again")
+
+    # -- deciding ---------------------------------------------------------------------
+
+    def _measure(self, acct: Account) -> tuple[int, int, bool]:
+        """(fractions reached, tier index by spend, exhausted at a hard cap)."""
+        total, spent, policy = acct.budget_total, acct.spent, acct.policy
+        used = Decimal(1) if total <= 0 else spent / total
+        fractions = sum(1 for f in self._gate.config.alerts.spent_fractions if used >= f)
+        tier = choose_tier(policy.tiers, total, spent, hard_cap=False)
+        index = policy.tiers.index(tier) if tier is not None else 0
+        return fractions, index, policy.hard_cap and total - spent <= 0
+
+    def _fraction_alert(self, agent_id: str, acct: Account, reached: int) -> None:
+        fractions = self._gate.config.alerts.spent_fractions
+        fraction = fractions[reached - 1]
+        total = acct.budget_total
+        used = Decimal(1) if total <= 0 else acct.spent / total  # may jump past several
+        self._fire(
+            "budget_fraction",
+            f"{agent_id} has spent {used:.0%} of its {acct.policy.period} budget "
+            f"({_usd(acct.spent)} of {_usd(total)}), past its {fraction:.0%} alert",
+            agent_id,
+            fraction=fraction,
+            budget_total=acct.budget_total,
+            budget_spent=acct.spent,
+        )
+
+    def _tier_alert(self, agent_id: str, acct: Account, index: int) -> None:
+        tiers = acct.policy.tiers
+        tier = tiers[index]
+        self._fire(
+            "tier_drop",
+            f"{agent_id} dropped to tier {tier.name} ({', '.join(tier.models)}): "
+            f"{_usd(acct.spent)} of {_usd(acct.budget_total)} spent",
+            agent_id,
+            tier=tier.name,
+            models=list(tier.models),
+            budget_total=acct.budget_total,
+            budget_spent=acct.spent,
+        )
+
+    def _fire(self, kind: str, message: str, agent_id: str | None = None, **details: Any) -> None:
+        alert = Alert(self._next_id, iso(self._clock()), kind, message, agent_id, details)
+        self._next_id += 1
+        self.recent.append(alert)
+        log.warning("alert %s: %s", kind, message)
+        if self._gate.config.alerts.webhook_url is None:
+            alert.delivery = "not_configured"
+            return
+        if len(self._queue) >= QUEUE_LIMIT:
+            self._queue.popleft().delivery = "dropped"
+        self._queue.append(alert)
+        self._wakeup.set()
+
+    # -- delivering -------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Post queued alerts, one at a time, in order, until cancelled."""
+        while True:
+            while not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            await self._deliver(self._queue.popleft())
+
+    async def _deliver(self, alert: Alert) -> None:
+        retry = self._gate.config.retry
+        for attempt in range(retry.max_retries + 1):
+            cfg = self._gate.config.alerts  # a reload may change the hook between tries
+            if cfg.webhook_url is None:
+                alert.delivery = "not_configured"
+                return
+            alert.attempts += 1
+            retry_after = None
+            try:
+                async with self._gate.upstream.session.post(
+                    cfg.webhook_url,
+                    json=webhook_body(alert, cfg.format),
+                    allow_redirects=False,
+                    timeout=aiohttp.ClientTimeout(total=cfg.timeout_seconds),
+                ) as resp:
+                    if resp.status < 300:
+                        alert.delivery, alert.error = "sent", None
+                        return
+                    alert.error = f"webhook answered {resp.status}"
+                    retry_after = retry_after_seconds(resp.headers.get("Retry-After"))
+                    if resp.status < 500 and resp.status not in (408, 429):
+                        break  # a wrong URL or body: trying again will not help
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                alert.error = f"webhook unreachable ({type(exc).__name__})"
+            if attempt < retry.max_retries:
+                await asyncio.sleep(backoff_delay(retry, attempt, retry_after))
+        alert.delivery = "failed"
+        log.warning("alert %d (%s) not delivered: %s", alert.id, alert.kind, alert.error)

@@ -1,0 +1,1 @@
+"""Copies of the spend log elsewhere: the Postgres sink and its SQL."""

@@ -1,0 +1,76 @@
+"""The layout explains itself: subpackages by responsibility, imports one way.
+
+Read from the source (ast), so a test fails the moment a module reaches the wrong way:
+`core` is pure (no aiohttp, no I/O libraries, nothing of the gate but `core` and the
+config's types), the books never import the HTTP layer, and so on down the map in the
+README's "Architecture" section. Imports under `if TYPE_CHECKING:` are for annotations
+only and do not count.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+GATE = Path(__file__).resolve().parent.parent / "gate"
+# subpackage -> the gate subpackages it may import at run time
+ALLOWED = {
+    "core": {"core", "config"},
+    "config": {"config"},
+    "books": {"core", "config", "books"},
+    "upstream": {"core", "config", "books", "upstream"},
+    "sinks": {"core", "config", "books", "sinks"},
+    "ops": {"core", "config", "books", "upstream", "ops", "context"},
+    "http": {"core", "config", "books", "upstream", "ops", "http", "context"},
+    "cli": {"core", "config", "books", "sinks", "cli"},
+}
+PURE_FORBIDDEN = {"aiohttp", "aiofiles", "redis", "asyncpg", "socket", "subprocess"}
+
+
+def _runtime_imports(tree: ast.Module) -> list[str]:
+    """Absolute module names imported outside `if TYPE_CHECKING:` blocks."""
+    typing_only = {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for stmt in node.body
+        for inner in ast.walk(stmt)
+    }
+    found: list[str] = []
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.Import):
+            found.extend(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"relative import in the gate: {ast.unparse(node)}"
+            found.append(node.module or "")
+    return found
+
+
+def _modules() -> list[tuple[str, Path]]:
+    return [(p.relative_to(GATE).parts[0], p) for p in sorted(GATE.glob("*/*.py"))]
+
+
+@pytest.mark.parametrize("package, path", _modules(), ids=lambda x: str(x))
+def test_imports_run_one_way(package: str, path: Path) -> None:
+    imports = _runtime_imports(ast.parse(path.read_text(encoding="utf-8")))
+    reached = {name.split(".")[1] for name in imports if name.startswith("gate.")}
+    assert reached <= ALLOWED[package], f"{path.name} imports {sorted(reached - ALLOWED[package])}"
+    if package == "core":
+        libs = {name.split(".")[0] for name in imports}
+        assert not libs & PURE_FORBIDDEN, f"core/{path.name} imports {libs & PURE_FORBIDDEN}"
+
+
+def test_every_subpackage_says_what_it_owns() -> None:
+    for package in ALLOWED:
+        init = GATE / package / "__init__.py"
+        doc = ast.get_docstring(ast.parse(init.read_text(encoding="utf-8")))
+        assert doc and len(doc) > 40, f"gate/{package}/__init__.py needs a docstring"
+
+
+def test_no_module_left_at_the_top_but_the_composition_root() -> None:
+    top = sorted(p.name for p in GATE.glob("*.py"))
+    assert top == ["__init__.py", "__main__.py", "app.py", "context.py", "logfilter.py"]
