@@ -8,7 +8,6 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
@@ -29,13 +28,11 @@ from mock_upstream.prices import ModelPrice
 from mock_upstream.wire import token_text
 
 ROOT = Path(__file__).resolve().parent.parent
-SMOKE_BUDGET_SECONDS = 15
 
 
 @pytest.mark.timeout(60)
-def test_smoke_run_passes_every_section_quickly(tmp_path: Path) -> None:
+def test_smoke_run_passes_every_section(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    started = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-m", "bench", "--smoke", "--out", str(out)],
         cwd=ROOT,
@@ -44,9 +41,9 @@ def test_smoke_run_passes_every_section_quickly(tmp_path: Path) -> None:
         timeout=60,
         check=False,
     )
-    elapsed = time.perf_counter() - started
+    # No time budget here: a loaded machine makes it slow, never wrong (timings belong
+    # to `make bench`); the timeout above only catches a hang.
     assert done.returncode == 0, done.stdout + done.stderr
-    assert elapsed < SMOKE_BUDGET_SECONDS, f"smoke run took {elapsed:.1f}s"
     results = json.loads(out.read_text())
     assert results["ok"], results["failures"]
     redis = shutil.which("redis-server") is not None  # (r) is skipped without it
