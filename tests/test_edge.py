@@ -28,7 +28,9 @@ async def one(client, stream: bool, max_tokens: int | None) -> int:
 
 
 async def test_200_concurrent_requests_at_the_edge(start_gate, mock, tmp_path: Path) -> None:
-    cfg = make_config(tmp_path, mock.base_url, agents={"edge": agent(float(BUDGET))})
+    # one agent with 200 requests at once: its concurrency share must not be what refuses
+    edge = agent(float(BUDGET), max_concurrent=200)
+    cfg = make_config(tmp_path, mock.base_url, agents={"edge": edge})
     client = await start_gate(cfg)
     rng = random.Random(7)
     # Slow answers keep many requests in flight at once, all drawing on one budget.
