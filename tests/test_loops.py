@@ -10,7 +10,7 @@ from typing import Any
 import openai
 import pytest
 
-from gate.config import ConfigError
+from gate.config import ConfigError, load_config
 from gate.config.types import LOOP_BREAKER_OFF, LoopBreakerConfig
 from gate.context import GATE
 from gate.core.loops import (
@@ -216,6 +216,17 @@ def test_config_defaults_overrides_and_off(tmp_path: Path) -> None:
     assert cfg.agents["d"].loop_breaker == LoopBreakerConfig(5, 30, 0)
     shipped = make_config(tmp_path, "http://x/api/v1", {"a": agent()}, loop_breaker=None)
     assert shipped.agents["a"].loop_breaker == LoopBreakerConfig()  # on by default
+
+
+def test_the_shipped_policy_states_the_defaults() -> None:
+    keys = {
+        "OPENROUTER_API_KEY": "x",
+        "AGENT_1_API_KEY": "k1",
+        "AGENT_2_API_KEY": "k2",
+        "DEFAULT_AGENT_API_KEY": "k3",
+    }
+    cfg = load_config(Path(__file__).parent.parent / "configs" / "policy.yaml", keys)
+    assert {a.loop_breaker for a in cfg.agents.values()} == {LoopBreakerConfig()}
 
 
 def test_config_problems_name_their_path(tmp_path: Path) -> None:
