@@ -80,6 +80,7 @@ async def main() -> int:
                     }
                     for name in ("default", "agent-1")
                 },
+                "loop_breaker": False,  # the same wide body, again and again
             }
         }
         (work / "gate.yaml").write_text(json.dumps(config))

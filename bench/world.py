@@ -59,6 +59,7 @@ def gate_config(spend_log: Path, mock_url: str) -> dict[str, Any]:
                 "max_connections_per_client": MAX_CONCURRENT_UPSTREAM,
             },
             "agents": {name: agent for name in AGENTS},
+            "loop_breaker": False,  # the bench repeats one request by design
         }
     }
 

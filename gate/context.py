@@ -14,6 +14,7 @@ from gate.books.ledger import Ledger
 from gate.config import GateConfig
 from gate.core.calibrate import Calibration
 from gate.http.bodies import BodyChecker
+from gate.http.breaker import Breaker
 from gate.http.slots import Slot, Slots
 from gate.ops.metrics import Metrics
 from gate.sinks.postgres import PostgresSink, dsn_secrets
@@ -43,6 +44,7 @@ class Gate:
     health_checks: dict[str, Callable[[], dict[str, Any] | None]] = field(default_factory=dict)
     # Prompt tokens per estimate unit, per model, learnt from settled lines (holds use it).
     calibration: Calibration = field(default_factory=Calibration)
+    breaker: Breaker = field(default_factory=Breaker)  # runaway loops, per agent
 
     async def shielded(self, work: Coroutine[Any, Any, T], slot: Slot) -> T:
         """Run a relay so that cancelling the handler cannot stop it half-way: it reads

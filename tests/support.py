@@ -39,6 +39,7 @@ def raw_config(
     tmp_path: Path, base_url: str, agents: dict[str, Any] | None = None, **top: Any
 ) -> dict[str, Any]:
     openrouter = {"base_url": base_url, "api_key": UPSTREAM_KEY, "timeout_seconds": 10}
+    top.setdefault("loop_breaker", False)  # tests repeat requests; tests/test_loops.py turns it on
     openrouter.update(top.pop("openrouter", {}))
     root: dict[str, Any] = {
         "spend_log": str(tmp_path / "spend.jsonl"),

@@ -32,6 +32,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from gate.config.hosts import host_name
+from gate.config.loops import read_loop_breaker
 from gate.config.reader import _FAILED, _Reader
 from gate.config.types import (
     BUDGET_SOURCES,
@@ -44,6 +45,7 @@ from gate.config.types import (
     GateConfig,
     HoldsConfig,
     LimitsConfig,
+    LoopBreakerConfig,
     OpenRouterConfig,
     PostgresSinkConfig,
     RetryConfig,
@@ -93,6 +95,7 @@ _TOP_KEYS = (
     "spend_store",
     "sinks",
     "agents",
+    "loop_breaker",
 )
 _OPENROUTER_KEYS = (
     "base_url",
@@ -114,6 +117,7 @@ _AGENT_KEYS = (
     "api_key",
     "tiers",
     "max_concurrent",
+    "loop_breaker",
 )
 _TIER_KEYS = ("threshold", "models", "name")
 _ROOT = "cost_routing"
@@ -318,6 +322,7 @@ def _allowed_hosts(r: _Reader, root: Mapping[Any, Any]) -> tuple[str, ...]:
 
 def _agents(r: _Reader, root: Mapping[Any, Any]) -> Mapping[str, AgentPolicy]:
     p = f"{_ROOT}.agents"
+    breaker = read_loop_breaker(r, root, _ROOT, LoopBreakerConfig())  # every agent's default
     m = r.mapping(root.get("agents"), p)
     if m is not None and not m:
         r.fail(p, "at least one agent is required")
@@ -327,7 +332,7 @@ def _agents(r: _Reader, root: Mapping[Any, Any]) -> Mapping[str, AgentPolicy]:
         if not isinstance(agent_id, str) or not _AGENT_ID.fullmatch(agent_id):
             r.fail(f"{p}.{agent_id}", "agent id must match [A-Za-z0-9._-]{1,64}")
             continue
-        if (agent := _agent(r, agent_id, body, f"{p}.{agent_id}")) is None:
+        if (agent := _agent(r, agent_id, body, f"{p}.{agent_id}", breaker)) is None:
             continue
         agents[agent_id] = agent
         owner = key_owner.setdefault(agent.api_key, agent_id) if agent.api_key else agent_id
@@ -336,7 +341,9 @@ def _agents(r: _Reader, root: Mapping[Any, Any]) -> Mapping[str, AgentPolicy]:
     return MappingProxyType(agents)
 
 
-def _agent(r: _Reader, agent_id: str, body: object, p: str) -> AgentPolicy | None:
+def _agent(
+    r: _Reader, agent_id: str, body: object, p: str, breaker: LoopBreakerConfig
+) -> AgentPolicy | None:
     if not (m := r.mapping(body, p)):
         if m is not None:
             r.fail(p, "must set budget_total and tiers")
@@ -352,6 +359,7 @@ def _agent(r: _Reader, agent_id: str, body: object, p: str) -> AgentPolicy | Non
         tiers=_tiers(r, m, f"{p}.tiers"),
         api_key=r.secret(m, "api_key", p),
         max_concurrent=r.integer(m, "max_concurrent", p, 0, positive=True) or None,
+        loop_breaker=read_loop_breaker(r, m, p, breaker),
     )
 
 

@@ -31,6 +31,23 @@ class Tier:
 
 
 @dataclass(frozen=True, slots=True)
+class LoopBreakerConfig:
+    """`loop_breaker:` (every agent's default) or `agents.<id>.loop_breaker:`; a rule
+    set to 0 is off, `loop_breaker: false` turns both off (`gate.core.loops`)."""
+
+    same_request_max: int = 5  # the same request (messages + tools) this often ...
+    same_request_window_seconds: float = 60.0  # ... within this window; one more: 429
+    no_new_turn_max_per_minute: int = 30  # requests a minute with the last user turn unchanged
+
+    @property
+    def on(self) -> bool:
+        return self.same_request_max > 0 or self.no_new_turn_max_per_minute > 0
+
+
+LOOP_BREAKER_OFF = LoopBreakerConfig(0, 60.0, 0)
+
+
+@dataclass(frozen=True, slots=True)
 class AgentPolicy:
     agent_id: str
     budget_total: Decimal
@@ -41,6 +58,7 @@ class AgentPolicy:
     tiers: tuple[Tier, ...]  # sorted by threshold, highest first
     api_key: str | None = field(default=None, repr=False)
     max_concurrent: int | None = None  # calls in flight; None: limits.max_concurrent_per_agent
+    loop_breaker: LoopBreakerConfig = field(default_factory=LoopBreakerConfig)
 
 
 @dataclass(frozen=True, slots=True)

@@ -77,6 +77,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         spend_log = gate.ledger.spend_log
         if spend_log.error is not None:
             raise log_unavailable(spend_log.error)
+        gate.breaker.check(caller.policy, body, line)  # a runaway loop: 429 (gate.core.loops)
         slot = gate.slots.take(  # synchronously: a burst cannot pass the check together
             caller.policy.agent_id,
             cfg.limits.max_concurrent_upstream,

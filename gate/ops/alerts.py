@@ -12,6 +12,8 @@ What fires (each once per crossing):
 - `upstream_credits`: OpenRouter answered 402 without Retry-After (credits gone);
 - `upstream_rate_limited`: `rate_limit_storm_count` upstream 429s within
   `rate_limit_storm_seconds`;
+- `loop_detected`: the runaway breaker refused an agent's request (once per episode:
+  `gate.core.loops`);
 - `spend_log_failing` / `spend_log_recovered`.
 
 Deduplication is by level, not by time: per agent the alerter remembers how many
@@ -37,6 +39,7 @@ import aiohttp
 
 from gate.books.ledger import Account, Clock, iso
 from gate.context import Gate
+from gate.core.loops import SAME_REQUEST, Loop
 from gate.core.router import choose_tier
 from gate.upstream.client import backoff_delay, retry_after_seconds
 
@@ -184,6 +187,22 @@ class Alerter:
                 count=count,
                 window_seconds=window,
             )
+
+    def loop_detected(self, agent_id: str, loop: Loop) -> None:
+        what = (
+            f"the same request more than {loop.limit} times within {loop.window_seconds:g} s"
+            if loop.rule == SAME_REQUEST
+            else f"more than {loop.limit} requests a minute without a new user message"
+        )
+        self._fire(
+            "loop_detected",
+            f"{agent_id} looks stuck in a loop: it sent {what}; such requests get 429 "
+            "loop_detected (nothing is sent upstream) until they slow down or change",
+            agent_id,
+            rule=loop.rule,
+            limit=loop.limit,
+            window_seconds=loop.window_seconds,
+        )
 
     def spend_log_changed(self, error: str | None) -> None:
         if error is not None and not self._log_failing:

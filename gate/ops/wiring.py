@@ -44,6 +44,7 @@ def start_ops(app: web.Application, gate: Gate, clock: Clock) -> list[asyncio.Ta
     app[OPS] = ops
     gate.ledger.observers.append(alerts.ledger_changed)
     gate.ledger.spend_log.observers.append(alerts.spend_log_changed)
+    gate.breaker.observers.append(alerts.loop_detected)
     metrics = gate.metrics
 
     def on_answer(status: int, seconds: float, retry_after: float | None) -> None:
