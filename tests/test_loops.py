@@ -210,8 +210,8 @@ def test_config_defaults_overrides_and_off(tmp_path: Path) -> None:
     cfg = make_config(
         tmp_path, "http://x/api/v1", agents, loop_breaker={"same_request_window_seconds": 30}
     )
-    assert cfg.agents["a"].loop_breaker == LoopBreakerConfig(5, 30, 30)
-    assert cfg.agents["b"].loop_breaker == LoopBreakerConfig(2, 30, 30)
+    assert cfg.agents["a"].loop_breaker == LoopBreakerConfig(5, 30, 60)
+    assert cfg.agents["b"].loop_breaker == LoopBreakerConfig(2, 30, 60)
     assert cfg.agents["c"].loop_breaker == LOOP_BREAKER_OFF and not LOOP_BREAKER_OFF.on
     assert cfg.agents["d"].loop_breaker == LoopBreakerConfig(5, 30, 0)
     shipped = make_config(tmp_path, "http://x/api/v1", {"a": agent()}, loop_breaker=None)

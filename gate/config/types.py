@@ -37,7 +37,7 @@ class LoopBreakerConfig:
 
     same_request_max: int = 5  # the same request (messages + tools) this often ...
     same_request_window_seconds: float = 60.0  # ... within this window; one more: 429
-    no_new_turn_max_per_minute: int = 30  # requests a minute with the last user turn unchanged
+    no_new_turn_max_per_minute: int = 60  # requests a minute with the last user turn unchanged
 
     @property
     def on(self) -> bool:
