@@ -59,7 +59,9 @@ class RateLimits:
         None: no limit applies to this agent (nothing counted, no headers)."""
         cfg = config.limits
         rpm, tpm = limits_of(policy, cfg)
-        free = cfg.free_requests_per_minute if self._may_use_free(ledger, policy) else 0
+        free = cfg.free_requests_per_minute
+        if free and not self._may_use_free(ledger, policy):
+            free = 0
         if not (rpm or tpm or free):
             return None
         now = self.clock().timestamp()
