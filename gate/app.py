@@ -27,6 +27,7 @@ from gate.http.errors import (
     gate_error_response,
     type_for_status,
 )
+from gate.http.limits import RateLimits
 from gate.http.openapi import openapi
 from gate.http.origin import door_middleware
 from gate.http.surface import add_inference_routes
@@ -95,6 +96,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
                 metrics=Metrics(cfg.agents),
                 key_status=key_status,
                 sinks=sinks,
+                limits=RateLimits(app[CLOCK]),
             )
             app[GATE] = gate
             ledger.line_observers.append(gate.calibration.request_line)

@@ -15,6 +15,7 @@ from gate.config import GateConfig
 from gate.core.calibrate import Calibration
 from gate.http.bodies import BodyChecker
 from gate.http.breaker import Breaker
+from gate.http.limits import RateLimits
 from gate.http.slots import Slot, Slots
 from gate.ops.metrics import Metrics
 from gate.sinks.postgres import PostgresSink, dsn_secrets
@@ -37,6 +38,7 @@ class Gate:
     orphans: set[asyncio.Task[Any]] = field(default_factory=set)
     bodies: BodyChecker = field(default_factory=BodyChecker)  # large bodies, off the loop
     slots: Slots = field(default_factory=Slots)  # calls in flight, for the concurrency caps
+    limits: RateLimits = field(default_factory=RateLimits)  # requests and tokens per minute
     key_status: KeyStatus = field(default_factory=KeyStatus)  # is the upstream key good?
     sinks: list[PostgresSink] = field(default_factory=list)  # copies of the spend log
     # name -> what a background part (console sync, upstream credit) adds to /api/health;

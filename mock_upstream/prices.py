@@ -37,6 +37,7 @@ PRICES: MappingProxyType[str, ModelPrice] = MappingProxyType(
         "mistralai/mistral-small-3.2-24b-instruct": _p("0.00000005", "0.0000001"),
         "openai/gpt-5:online": _p("0.00000125", "0.00001"),
         "openai/gpt-4o": _p("0.0000025", "0.00001"),
+        "meta-llama/llama-3.3-70b-instruct:free": _p("0", "0"),  # OpenRouter: 20 a minute
         # the founding document's seed config (configs/examples/seed-policy.yaml)
         "anthropic/claude-3.5-sonnet": _p("0.000003", "0.000015"),
         "anthropic/claude-3-haiku": _p("0.00000025", "0.00000125"),

@@ -118,6 +118,8 @@ _AGENT_KEYS = (
     "tiers",
     "max_concurrent",
     "loop_breaker",
+    "requests_per_minute",
+    "tokens_per_minute",
 )
 _TIER_KEYS = ("threshold", "models", "name")
 _ROOT = "cost_routing"
@@ -360,7 +362,26 @@ def _agent(
         api_key=r.secret(m, "api_key", p),
         max_concurrent=r.integer(m, "max_concurrent", p, 0, positive=True) or None,
         loop_breaker=read_loop_breaker(r, m, p, breaker),
+        requests_per_minute=_per_minute(r, m, "requests_per_minute", p),
+        tokens_per_minute=_per_minute(r, m, "tokens_per_minute", p),
     )
+
+
+def _per_minute(r: _Reader, m: Mapping[Any, Any], key: str, p: str) -> int | None:
+    """A rate limit the agent sets (0: none), or None to take `limits.`'s."""
+    if key not in m:
+        return None
+    value = r.integer(m, key, p, 0)
+    if value < 0:
+        r.fail(f"{p}.{key}", "must be >= 0 (0: no limit)")
+    return value
+
+
+def _at_least_0(r: _Reader, m: Mapping[Any, Any], key: str, p: str) -> int:
+    value = r.integer(m, key, p, getattr(LimitsConfig(), key))
+    if value < 0:
+        r.fail(f"{p}.{key}", "must be >= 0 (0: no limit)")
+    return max(value, 0)
 
 
 def _budget_source(r: _Reader, m: Mapping[Any, Any], p: str) -> str:
@@ -453,6 +474,9 @@ def parse_config(
             "client_timeout_seconds",
             "max_connections",
             "max_connections_per_client",
+            "requests_per_minute",
+            "tokens_per_minute",
+            "free_requests_per_minute",
         ),
     )
     hm = r.section(
@@ -510,6 +534,9 @@ def parse_config(
                 lm, "max_connections_per_client", lp, limits.max_connections_per_client,
                 positive=True,
             ),
+            requests_per_minute=_at_least_0(r, lm, "requests_per_minute", lp),
+            tokens_per_minute=_at_least_0(r, lm, "tokens_per_minute", lp),
+            free_requests_per_minute=_at_least_0(r, lm, "free_requests_per_minute", lp),
         ),
         require_agent_keys=r.flag(root, "require_agent_keys", _ROOT, False),
         allowed_hosts=_allowed_hosts(r, root),

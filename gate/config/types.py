@@ -59,6 +59,8 @@ class AgentPolicy:
     api_key: str | None = field(default=None, repr=False)
     max_concurrent: int | None = None  # calls in flight; None: limits.max_concurrent_per_agent
     loop_breaker: LoopBreakerConfig = field(default_factory=LoopBreakerConfig)
+    requests_per_minute: int | None = None  # None: limits.requests_per_minute; 0: none
+    tokens_per_minute: int | None = None  # None: limits.tokens_per_minute; 0: none
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +94,9 @@ class LimitsConfig:
     # when accepted (the total never exceeds half the open-files limit, `gate.http.conns`)
     max_connections: int = 4096
     max_connections_per_client: int = 1024
+    requests_per_minute: int = 0  # per agent, unless the agent sets its own; 0: no limit
+    tokens_per_minute: int = 0  # per agent (estimated at admission, settled from usage)
+    free_requests_per_minute: int = 20  # to `:free` models, all agents together (OpenRouter's)
 
 
 MAX_TOKENS_CEILING = 2_000_000  # no model's context is larger today

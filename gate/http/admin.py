@@ -67,6 +67,9 @@ def _view(gate: Gate, agent_id: str) -> dict[str, Any]:
     view = gate.ledger.view(agent_id)
     if view is None:
         raise GateError(404, NOT_FOUND, f"agent '{agent_id}' is not configured")
+    policy = gate.config.agents.get(agent_id)
+    if policy is not None:  # its rate limits and what is left of them now
+        view["rate_limits"] = gate.limits.view(policy, gate.config.limits)
     return view
 
 

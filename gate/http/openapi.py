@@ -37,7 +37,8 @@ ERROR_MEANINGS = {
     408: "The request body arrived too slowly (limits.client_timeout_seconds)",
     413: "The body is larger than limits.max_body_bytes",
     415: "A POST body that is not application/json",
-    429: "Upstream rate limit, relayed after the retries",
+    429: "A rate limit: the agent's requests or tokens per minute, the :free models' "
+    "(Retry-After, retry-after-ms), its in-flight share, or upstream's, relayed",
     500: "Upstream server error, relayed after the retries",
     502: "Upstream unreachable, cut off, not JSON, or answered with a redirect",
     503: "Too many requests in flight (Retry-After), the spend log cannot be written, "
@@ -67,6 +68,11 @@ EXECWALL_HEADERS = {
         ("X-Execwall-Tier", "The tier used"),
         ("X-Execwall-Models-Allowed", "The tier's models, comma-separated"),
         ("X-Request-ID", "The spend log's request_id"),
+        ("X-Execwall-Budget-Remaining", "USD left of the agent's budget (never below 0)"),
+        ("X-Execwall-Budget-Total", "The agent's budget for its period, USD"),
+        ("X-Execwall-Budget-Resets-At", "The period's end, UTC (absent for `never`)"),
+        ("x-ratelimit-remaining-requests", "Requests left in the minute (when limited)"),
+        ("x-ratelimit-remaining-tokens", "Tokens left in the minute (when limited)"),
     )
 }
 

@@ -27,6 +27,7 @@ from gate.http.errors import (
     store_unavailable,
 )
 from gate.http.intake import agent_id_of, chat_request, identify, read_json_object
+from gate.http.limits import refusal_headers
 from gate.http.relay import Call, relay_json
 from gate.http.stream import relay_stream
 
@@ -57,6 +58,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter()
     line = blank_line(new_request_id())
     known = False  # a known agent, authenticated: its refusals write their own lines
+    ticket = None  # what the rate limits counted, undone if the request is refused later
     try:
         line["agent_id"] = agent_id_of(request)  # as claimed: a refusal names who tried
         caller = identify(request, cfg, line["agent_id"])
@@ -78,6 +80,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         if spend_log.error is not None:
             raise log_unavailable(spend_log.error)
         gate.breaker.check(caller.policy, body, line)  # a runaway loop: 429 (gate.core.loops)
+        ticket = gate.limits.admit(gate.ledger, caller.policy, cfg, demand)  # 429 past a limit
         slot = gate.slots.take(  # synchronously: a burst cannot pass the check together
             caller.policy.agent_id,
             cfg.limits.max_concurrent_upstream,
@@ -123,11 +126,13 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
                 raise budget_refusal(caller.policy.agent_id, outcome.message, resets_at)
             raise GateError(outcome.status, INVALID_REQUEST, outcome.message)
     except GateError as err:
+        if known:  # the budget (and rate limits) a known agent can see, refused or not
+            err.headers.update(refusal_headers(gate, caller.policy.agent_id, ticket))
         reason = None if known else reason_of(err.status, err.message)
         _refused(gate, line, err.status, started, reason)
         raise
     admission, hold = outcome
-    call = Call(gate, request, chat, caller, admission, hold, line, started)
+    call = Call(gate, request, chat, caller, admission, hold, line, started, ticket=ticket)
     return await gate.shielded(relay_stream(call) if chat.stream else relay_json(call), slot)
 
 

@@ -30,6 +30,7 @@ from gate.http.errors import (
     log_unavailable,
 )
 from gate.http.intake import Caller, ChatRequest, upstream_body
+from gate.http.limits import Ticket, answer_headers
 from gate.upstream.client import UpstreamError, UpstreamUnreachable
 from gate.upstream.sendmark import before_send
 
@@ -53,13 +54,16 @@ class Call:
     usage: dict[str, Any] | None = None
     status: int = 200
     flags: dict[str, Any] = field(default_factory=dict)
+    ticket: Ticket | None = None  # what the rate limits counted for it
 
     def headers(self) -> dict[str, str]:
+        agent_id = self.caller.policy.agent_id
         return {
-            "X-Execwall-Agent": self.caller.policy.agent_id,
+            "X-Execwall-Agent": agent_id,
             "X-Execwall-Tier": self.admission.tier.name,
             "X-Execwall-Models-Allowed": ",".join(self.admission.tier.models),
             "X-Request-ID": self.hold.request_id,
+            **answer_headers(self.gate, agent_id, self.ticket),
         }
 
     def execwall(self, cost: Decimal, remaining: Decimal | None) -> dict[str, Any]:
@@ -116,6 +120,8 @@ class Call:
             **self.flags,
         )
         remaining = self.gate.ledger.settle(self.hold, cost, self.line)
+        if self.ticket is not None:  # the tokens counted: the real ones from now on
+            self.ticket.settled(self.line["prompt_tokens"] + self.line["completion_tokens"])
         self.gate.metrics.request(
             self.line["agent_id"],
             self.admission.tier.name,
