@@ -40,9 +40,12 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 
 from gate.books import redis_scripts as lua
-from gate.books.ledger import Account, Clock, Hold, HoldDefaults, HoldRequest, Ledger, iso, parse_ts
+from gate.books.accounts import Account
+from gate.books.holds import Hold, HoldDefaults, HoldRequest, decide
+from gate.books.ledger import Ledger
 from gate.books.spendlog import SpendLog, SpendLogError
 from gate.config import AgentPolicy, SpendStoreConfig
+from gate.core.clock import Clock, iso, parse_ts
 from gate.core.cost import ZERO, ModelPrice
 from gate.core.periods import period_start
 from gate.core.router import Admission, Refusal
@@ -373,7 +376,7 @@ class RedisLedger(Ledger):
         fresh = False
         decision: Admission | Refusal = Refusal("budget exhausted for this period", None)
         for _ in range(RESERVE_ATTEMPTS):
-            decision = self._decide(acct, ask, prices, defaults)
+            decision = decide(acct, ask, prices, defaults)
             if isinstance(decision, Refusal):
                 if fresh:
                     return decision
@@ -415,7 +418,7 @@ class RedisLedger(Ledger):
         """`on_store_error: open`: decide on this instance's view alone; the hold is
         local and its settlement reaches Redis when Redis is back."""
         self._roll(acct, self._clock(), record=False)
-        decision = self._decide(acct, ask, prices, defaults)
+        decision = decide(acct, ask, prices, defaults)
         if isinstance(decision, Refusal):
             return decision
         hold = Hold(request_id, acct.policy.agent_id, decision.hold)
