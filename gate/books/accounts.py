@@ -8,13 +8,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from gate.config import AgentPolicy, Tier
 from gate.core.clock import iso
 from gate.core.cost import ZERO, to_decimal
 from gate.core.periods import PERIODS, period_end, period_start
 from gate.core.router import choose_tier, remaining_fraction
+
+if TYPE_CHECKING:
+    from gate.books.holds import Hold
 
 
 @dataclass(slots=True)
@@ -37,6 +40,19 @@ class Account:
     @property
     def remaining(self) -> Decimal:
         return self.budget_total - self.spent
+
+
+class Books(NamedTuple):
+    """The ledger's whole state, by reference: the configured accounts, the dormant
+    ones (agents a reload removed), and the holds by request id."""
+
+    accounts: Mapping[str, Account]
+    dormant: dict[str, Account]
+    holds: dict[str, Hold]
+
+    def book(self, agent_id: str) -> Account | None:
+        """The agent's account, configured or dormant."""
+        return self.accounts.get(agent_id) or self.dormant.get(agent_id)
 
 
 def new_account(policy: AgentPolicy, now: datetime) -> Account:

@@ -11,14 +11,23 @@ This is the JSONL spend store; a shared store (Redis) offers the same methods.
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from gate.books.accounts import Account, account_view, new_account, roll_period, tier_of
+from gate.books.accounts import Account, Books, account_view, new_account, roll_period, tier_of
 from gate.books.holds import Hold, HoldDefaults, HoldRequest, decide
+from gate.books.lines import (
+    budget_line,
+    generation_line,
+    hold_line,
+    refused,
+    reset_line,
+    sent_line,
+    settled,
+)
+from gate.books.observers import LineObserver, Observer, notify, tell_line
 from gate.books.refusals import RefusalTally
 from gate.books.replay import replay_records
 from gate.books.snapshots import snapshot_record
@@ -29,15 +38,6 @@ from gate.core.cost import ZERO, ModelPrice
 from gate.core.periods import period_end
 from gate.core.router import Admission, Refusal
 
-log = logging.getLogger(__name__)
-
-# Told (agent_id, change) after an agent's state changed: "settle", "budget", "reset",
-# "period", "policy", or "refused" (a request refused by the budget). Synchronous and
-# cheap; an observer reads what it needs itself. See `Ledger.observers`.
-Observer = Callable[[str, str], None]
-# Told each request line as it is written, and whether the request was refused before
-# going upstream (`record_refusal`) rather than settled. Synchronous and cheap, too.
-LineObserver = Callable[[Mapping[str, Any], bool], None]
 SNAPSHOT_EVERY = 10_000  # lines between snapshots: start-up replays at most about this many
 
 
@@ -65,11 +65,7 @@ class Ledger:
         self.refusals = RefusalTally()  # refusals of no authenticated agent, counted
 
     def _notify(self, agent_id: str, change: str) -> None:
-        for observer in self.observers:
-            try:
-                observer(agent_id, change)
-            except Exception:  # an observer's bug never breaks the books
-                log.exception("ledger observer failed on %s %s", change, agent_id)
+        notify(self.observers, agent_id, change)
 
     # -- the log ----------------------------------------------------------------------
 
@@ -92,7 +88,7 @@ class Ledger:
         self._log.append(self.snapshot_record())
 
     def snapshot_record(self) -> dict[str, Any]:
-        return snapshot_record(self._clock(), self._accounts, self._dormant, self._holds)
+        return snapshot_record(self._clock(), Books(self._accounts, self._dormant, self._holds))
 
     # -- reading ----------------------------------------------------------------------
 
@@ -189,18 +185,7 @@ class Ledger:
         self._no_holds.clear()
         if self.marks_sends:
             hold.sent = False  # until `mark_sent`
-        written = self._append(
-            {
-                "ts": iso(now),
-                "event": "hold",
-                "request_id": hold.request_id,
-                "agent_id": hold.agent_id,
-                "held": hold.amount,
-                "tier": tier,
-                **({"sent": False} if hold.sent is False else {}),
-            },
-            durable=True,
-        )
+        written = self._append(hold_line(hold, tier, now), durable=True)
         assert written is not None
         return written
 
@@ -222,16 +207,7 @@ class Ledger:
         if hold.generation_id is not None or hold.settled:
             return
         hold.generation_id = generation_id
-        self._append(
-            {
-                "ts": iso(self._clock()),
-                "event": "hold",
-                "request_id": hold.request_id,
-                "agent_id": hold.agent_id,
-                "held": hold.amount,
-                "generation_id": generation_id,
-            }
-        )
+        self._append(generation_line(hold, generation_id, self._clock()))
 
     def mark_sent(self, hold: Hold) -> asyncio.Future[None] | None:
         """Record, durably, that the request is about to reach upstream; its call waits
@@ -240,15 +216,7 @@ class Ledger:
         if not self.marks_sends or hold.sent or hold.settled:
             return None
         hold.sent = True
-        return self._append(
-            {
-                "ts": iso(self._clock()),
-                "event": "sent",
-                "request_id": hold.request_id,
-                "agent_id": hold.agent_id,
-            },
-            durable=True,
-        )
+        return self._append(sent_line(hold, self._clock()), durable=True)
 
     def settle(self, hold: Hold, cost: Decimal, line: dict[str, Any]) -> Decimal | None:
         """Release the hold, charge the real cost and write the request line.
@@ -265,16 +233,9 @@ class Ledger:
             self._sync_held(acct)
             acct.spent += cost
             remaining = acct.remaining
-        line.update(
-            ts=iso(now),
-            event="request",
-            request_id=hold.request_id,
-            agent_id=hold.agent_id,
-            cost=cost,
-            budget_remaining=remaining,
-        )
+        settled(line, iso(now), hold, cost, remaining)
         self._append(line)
-        self._tell_line(line, refused=False)
+        tell_line(self.line_observers, line, False)
         if hold.agent_id in self._accounts:
             self._notify(hold.agent_id, "settle")
         return remaining
@@ -283,38 +244,22 @@ class Ledger:
         """A request that never went upstream: a line with cost 0, no state change."""
         agent_id = line.get("agent_id")
         acct = self._accounts.get(agent_id) if isinstance(agent_id, str) else None
-        line.update(
-            ts=iso(self._clock()),
-            event="request",
-            cost=ZERO,
-            cost_source="none",
-            budget_remaining=acct.remaining if acct is not None else None,
-        )
+        refused(line, iso(self._clock()), acct.remaining if acct is not None else None)
         self._append(line)
-        self._tell_line(line, refused=True)
+        tell_line(self.line_observers, line, True)
 
     def count_refusal(self, line: dict[str, Any], reason: str) -> None:
         """A request refused before a known agent was authenticated: counted into the
         next `refusals` line (`gate.books.refusals`), not written on its own."""
-        line.update(
-            ts=iso(self._clock()), event="request", cost=ZERO, cost_source="none",
-            budget_remaining=None,
-        )
+        refused(line, iso(self._clock()), None)
         self.refusals.add(line["ts"], line["status"], reason, line.get("agent_id"))
-        self._tell_line(line, refused=True)
+        tell_line(self.line_observers, line, True)
 
     def flush_refusals(self) -> None:
         """Write the refusals counted since the last such line, if any."""
         record = self.refusals.take(iso(self._clock()))
         if record is not None:
             self._append(record)
-
-    def _tell_line(self, line: Mapping[str, Any], *, refused: bool) -> None:
-        for observer in self.line_observers:
-            try:
-                observer(line, refused)
-            except Exception:  # an observer's bug never breaks the books
-                log.exception("ledger line observer failed")
 
     def projected_remaining(self, hold: Hold, cost: Decimal) -> Decimal | None:
         acct = self._book(hold.agent_id)
@@ -351,17 +296,12 @@ class Ledger:
         async with acct.lock:
             now = self._clock()
             self._roll(acct, now, record=True)
-            line: dict[str, Any] = {"ts": iso(now), "event": "budget", "agent_id": agent_id}
             if budget_total is not None:
                 acct.budget_total = budget_total
                 acct.total_set_by_admin = True
-                line["budget_total"] = budget_total
             if budget_spent is not None:
                 acct.spent = budget_spent
-                line["budget_spent"] = budget_spent
-            if source is not None:
-                line["source"] = source
-            self._append(line)
+            self._append(budget_line(iso(now), agent_id, budget_total, budget_spent, source))
             self._notify(agent_id, "budget")
 
     async def reset(self, agent_id: str, reason: str = "admin") -> None:
@@ -370,7 +310,7 @@ class Ledger:
             now = self._clock()
             self._roll(acct, now, record=True)
             acct.spent = ZERO
-            self._append({"ts": iso(now), "event": "reset", "agent_id": agent_id, "reason": reason})
+            self._append(reset_line(iso(now), agent_id, reason))
             self._notify(agent_id, "reset")
 
     def apply_policies(self, agents: Mapping[str, AgentPolicy]) -> None:
@@ -399,14 +339,7 @@ class Ledger:
 
     def _roll(self, acct: Account, now: datetime, *, record: bool) -> None:
         if roll_period(acct, now) and record:
-            self._append(
-                {
-                    "ts": iso(now),
-                    "event": "reset",
-                    "agent_id": acct.policy.agent_id,
-                    "reason": "period",
-                }
-            )
+            self._append(reset_line(iso(now), acct.policy.agent_id, "period"))
             self._notify(acct.policy.agent_id, "period")
 
     # -- start-up ---------------------------------------------------------------------
@@ -414,7 +347,8 @@ class Ledger:
     def replay(self, records: Iterable[Mapping[str, Any]]) -> int:
         """Rebuild every account from the log; returns the number of records applied.
         Holds without a request line stay open (see `open_holds`) for reconciliation."""
-        count = replay_records(records, self._accounts, self._dormant, self._holds, self._clock)
+        books = Books(self._accounts, self._dormant, self._holds)
+        count = replay_records(records, books, self._clock)
         if self._holds:
             self._no_holds.clear()
         return count

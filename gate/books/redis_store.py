@@ -43,6 +43,7 @@ from gate.books import redis_scripts as lua
 from gate.books.accounts import Account
 from gate.books.holds import Hold, HoldDefaults, HoldRequest, decide
 from gate.books.ledger import Ledger
+from gate.books.lines import budget_line, reset_line
 from gate.books.spendlog import SpendLog, SpendLogError
 from gate.config import AgentPolicy, SpendStoreConfig
 from gate.core.clock import Clock, iso, parse_ts
@@ -273,8 +274,7 @@ class RedisLedger(Ledger):
         if int(reply[1]) == 1:
             # The period start it rolled to: the replay counts in the new period the
             # lines from then on, also those written before this line (ledger._apply).
-            line = {"ts": iso(self._clock()), "event": "reset", "agent_id": agent_id}
-            line["reason"] = "period"
+            line = reset_line(iso(self._clock()), agent_id, "period")
             if acct.period_start is not None:
                 line["period_start"] = iso(acct.period_start)
             self._append(line)
@@ -532,21 +532,14 @@ class RedisLedger(Ledger):
             total = "" if budget_total is None else str(lua.to_units(budget_total))
             spent = "" if budget_spent is None else str(lua.to_units(budget_spent))
             now = await self._new_epoch(agent_id, total, spent)
-            line: dict[str, Any] = {"ts": now, "event": "budget", "agent_id": agent_id}
-            if budget_total is not None:
-                line["budget_total"] = budget_total
-            if budget_spent is not None:
-                line["budget_spent"] = budget_spent
-            if source is not None:
-                line["source"] = source
-            self._append(line)
+            self._append(budget_line(now, agent_id, budget_total, budget_spent, source))
             self._notify(agent_id, "budget")
 
     async def reset(self, agent_id: str, reason: str = "admin") -> None:
         acct = self._accounts[agent_id]
         async with acct.lock:
             now = await self._new_epoch(agent_id, "", "0")
-            self._append({"ts": now, "event": "reset", "agent_id": agent_id, "reason": reason})
+            self._append(reset_line(now, agent_id, reason))
             self._notify(agent_id, "reset")
 
     async def _new_epoch(self, agent_id: str, total: str, spent: str) -> str:

@@ -6,56 +6,45 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from gate.books.accounts import Account, roll_period
+from gate.books.accounts import Account, Books, roll_period
 from gate.books.holds import Hold
 from gate.books.snapshots import restore_snapshot
 from gate.core.clock import Clock, parse_ts
 from gate.core.cost import ZERO, to_decimal
 
 
-def replay_records(
-    records: Iterable[Mapping[str, Any]],
-    accounts: Mapping[str, Account],
-    dormant: dict[str, Account],
-    holds: dict[str, Hold],
-    clock: Clock,
-) -> int:
+def replay_records(records: Iterable[Mapping[str, Any]], books: Books, clock: Clock) -> int:
     """Apply every record to the accounts and holds (in place), then roll them to
     the clock's now and add the open holds to their accounts' `held`; returns the number of
     records applied. Holds without a request line stay in `holds`."""
-    for acct in accounts.values():
+    for acct in books.accounts.values():
         acct.period_start = None  # set by the agent's first line, rolled by later ones
     count = 0
     for record in records:
         count += 1
-        _apply(record, accounts, dormant, holds)
+        _apply(record, books)
     now = clock()
-    for acct in [*accounts.values(), *dormant.values()]:
+    for acct in [*books.accounts.values(), *books.dormant.values()]:
         roll_period(acct, now)
-    for hold in holds.values():
-        holder = accounts.get(hold.agent_id) or dormant.get(hold.agent_id)
+    for hold in books.holds.values():
+        holder = books.book(hold.agent_id)
         if holder is not None:
             holder.held += hold.amount
     return count
 
 
-def _apply(
-    record: Mapping[str, Any],
-    accounts: Mapping[str, Account],
-    dormant: dict[str, Account],
-    holds: dict[str, Hold],
-) -> None:
+def _apply(record: Mapping[str, Any], books: Books) -> None:
     event = record.get("event")
     if event == "snapshot":
-        restore_snapshot(record, accounts, dormant, holds)
+        restore_snapshot(record, books)
         return
     agent_id = record.get("agent_id")
     request_id = record.get("request_id")
     if event == "hold" and isinstance(request_id, str) and isinstance(agent_id, str):
-        hold = holds.get(request_id)
+        hold = books.holds.get(request_id)
         if hold is None:
             amount = to_decimal(record.get("held")) or ZERO
-            hold = holds[request_id] = Hold(request_id, agent_id, amount)
+            hold = books.holds[request_id] = Hold(request_id, agent_id, amount)
         gen = record.get("generation_id")
         if isinstance(gen, str):
             hold.generation_id = gen
@@ -63,12 +52,12 @@ def _apply(
             hold.sent = False  # a send mark comes before the request can leave
         return
     if event == "sent":
-        if isinstance(request_id, str) and (sent := holds.get(request_id)):
+        if isinstance(request_id, str) and (sent := books.holds.get(request_id)):
             sent.sent = True
         return
     if event == "request" and isinstance(request_id, str):
-        holds.pop(request_id, None)
-    acct = (accounts.get(agent_id) or dormant.get(agent_id)) if isinstance(agent_id, str) else None
+        books.holds.pop(request_id, None)
+    acct = books.book(agent_id) if isinstance(agent_id, str) else None
     if acct is None:
         return
     ts = parse_ts(record.get("ts"))

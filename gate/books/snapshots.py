@@ -8,18 +8,13 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from gate.books.accounts import Account, dormant_account
+from gate.books.accounts import Account, Books, dormant_account
 from gate.books.holds import Hold
 from gate.core.clock import iso, parse_ts
 from gate.core.cost import ZERO, to_decimal
 
 
-def snapshot_record(
-    now: datetime,
-    accounts: Mapping[str, Account],
-    dormant: Mapping[str, Account],
-    holds: Mapping[str, Hold],
-) -> dict[str, Any]:
+def snapshot_record(now: datetime, books: Books) -> dict[str, Any]:
     return {
         "event": "snapshot",
         "ts": iso(now),
@@ -30,9 +25,9 @@ def snapshot_record(
                 "spent": acct.spent,
                 "period_start": iso(acct.period_start) if acct.period_start else None,
             }
-            for agent_id, acct in accounts.items()
+            for agent_id, acct in books.accounts.items()
         }
-        | {agent_id: _dormant_entry(acct) for agent_id, acct in dormant.items()},
+        | {agent_id: _dormant_entry(acct) for agent_id, acct in books.dormant.items()},
         "holds": {
             h.request_id: {
                 "agent_id": h.agent_id,
@@ -40,7 +35,7 @@ def snapshot_record(
                 "generation_id": h.generation_id,
                 "sent": h.sent,
             }
-            for h in holds.values()
+            for h in books.holds.values()
             if not h.settled
         },
     }
@@ -60,27 +55,22 @@ def _dormant_entry(acct: Account) -> dict[str, Any]:
     }
 
 
-def restore_snapshot(
-    snapshot: Mapping[str, Any],
-    accounts: Mapping[str, Account],
-    dormant: dict[str, Account],
-    holds: dict[str, Hold],
-) -> None:
+def restore_snapshot(snapshot: Mapping[str, Any], books: Books) -> None:
     """Set the accounts and the open holds to what the snapshot says; an agent the
     config does not name is kept dormant, never forgotten."""
     agents = snapshot.get("agents")
     for agent_id, saved in (agents if isinstance(agents, dict) else {}).items():
         if not isinstance(saved, dict):
             continue
-        acct = accounts.get(agent_id)
+        acct = books.accounts.get(agent_id)
         if acct is None:  # not configured now: kept dormant, never forgotten
-            acct = dormant[agent_id] = dormant_account(agent_id, saved)
+            acct = books.dormant[agent_id] = dormant_account(agent_id, saved)
         total = to_decimal(saved.get("budget_total"))
         if saved.get("total_set_by_admin") is True and total is not None:
             acct.budget_total, acct.total_set_by_admin = total, True
         acct.spent = to_decimal(saved.get("spent")) or ZERO
         acct.period_start = parse_ts(saved.get("period_start"))
-    holds.clear()
+    books.holds.clear()
     saved_holds = snapshot.get("holds")
     for request_id, saved in (saved_holds if isinstance(saved_holds, dict) else {}).items():
         if isinstance(saved, dict) and isinstance(saved.get("agent_id"), str):
@@ -89,4 +79,4 @@ def restore_snapshot(
             hold.generation_id = gen if isinstance(gen, str) else None
             sent = saved.get("sent")
             hold.sent = sent if isinstance(sent, bool) else None
-            holds[request_id] = hold
+            books.holds[request_id] = hold
