@@ -107,6 +107,21 @@ def roll_period(acct: Account, now: datetime) -> bool:
     return True
 
 
+def take_policy(acct: Account, policy: AgentPolicy) -> None:
+    """A reloaded policy in force, spend kept; a budget total set through the admin
+    API stays until the config's own total changes."""
+    if not acct.total_set_by_admin or policy.budget_total != acct.policy.budget_total:
+        acct.budget_total = policy.budget_total
+        acct.total_set_by_admin = False
+    acct.policy = policy
+
+
+def next_reset(acct: Account, now: datetime) -> str | None:
+    """When the budget next resets (its period's end, UTC), None for `never`."""
+    end = period_end(acct.policy.period, now)
+    return iso(end) if end is not None else None
+
+
 def tier_of(acct: Account) -> Tier | None:
     """The tier the account's remaining budget routes to now."""
     policy = acct.policy

@@ -16,8 +16,17 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from gate.books.accounts import Account, Books, account_view, new_account, roll_period, tier_of
-from gate.books.holds import Hold, HoldDefaults, HoldRequest, decide
+from gate.books.accounts import (
+    Account,
+    Books,
+    account_view,
+    new_account,
+    next_reset,
+    roll_period,
+    take_policy,
+    tier_of,
+)
+from gate.books.holds import Hold, HoldDefaults, HoldRequest, decide, held_by
 from gate.books.lines import (
     budget_line,
     generation_line,
@@ -35,7 +44,6 @@ from gate.books.spendlog import SpendLog, SpendLogError
 from gate.config import AgentPolicy, Tier
 from gate.core.clock import Clock, iso
 from gate.core.cost import ZERO, ModelPrice
-from gate.core.periods import period_end
 from gate.core.router import Admission, Refusal
 
 SNAPSHOT_EVERY = 10_000  # lines between snapshots: start-up replays at most about this many
@@ -147,10 +155,7 @@ class Ledger:
         """When the agent's budget next resets (its period's end, UTC), None for
         `never` or an agent this ledger does not know."""
         acct = self.account(agent_id)
-        if acct is None:
-            return None
-        end = period_end(acct.policy.period, self._clock())
-        return iso(end) if end is not None else None
+        return None if acct is None else next_reset(acct, self._clock())
 
     # -- requests ---------------------------------------------------------------------
 
@@ -275,11 +280,7 @@ class Ledger:
     def _sync_held(self, acct: Account) -> None:
         """`held` is the sum of the agent's open holds, summed again on every change (a
         running tally could drift); a shared store keeps its own (`RedisLedger`)."""
-        agent_id = acct.policy.agent_id
-        acct.held = sum(
-            (h.amount for h in self._holds.values() if h.agent_id == agent_id and not h.settled),
-            ZERO,
-        )
+        acct.held = held_by(self._holds.values(), acct.policy.agent_id)
 
     # -- admin ------------------------------------------------------------------------
 
@@ -324,10 +325,7 @@ class Ledger:
             if acct is None:
                 accounts[agent_id] = new_account(policy, now)
                 continue
-            if not acct.total_set_by_admin or policy.budget_total != acct.policy.budget_total:
-                acct.budget_total = policy.budget_total
-                acct.total_set_by_admin = False
-            acct.policy = policy
+            take_policy(acct, policy)
             self._roll(acct, now, record=True)
             accounts[agent_id] = acct
         self._dormant.update((a, acct) for a, acct in self._accounts.items() if a not in accounts)
