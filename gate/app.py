@@ -13,7 +13,8 @@ from aiohttp import web
 
 from gate.books.ledger import Ledger
 from gate.books.reconcile import reconcile_open_holds, recover_expired_holds
-from gate.books.redis_store import RedisLedger, redacted
+from gate.books.redis_connect import redacted
+from gate.books.redis_store import RedisLedger
 from gate.books.refusals import flush_every
 from gate.books.spendlog import SpendLog, last_snapshot_offset, read_records
 from gate.config import GateConfig

@@ -26,17 +26,12 @@ import logging
 import os
 import secrets
 import socket
-from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from collections.abc import Awaitable, Mapping, Sequence
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
-from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 
 from gate.books import redis_scripts as lua
@@ -44,9 +39,18 @@ from gate.books.accounts import Account
 from gate.books.holds import Hold, HoldDefaults, HoldRequest, decide
 from gate.books.ledger import Ledger
 from gate.books.lines import budget_line, reset_line
+from gate.books.redis_connect import (
+    connect,
+    epoch,
+    epoch_ms,
+    from_epoch_ms,
+    not_ready_message,
+    redacted,
+)
+from gate.books.redis_writer import Change, ChangeWriter
 from gate.books.spendlog import SpendLog, SpendLogError
 from gate.config import AgentPolicy, SpendStoreConfig
-from gate.core.clock import Clock, iso, parse_ts
+from gate.core.clock import Clock, iso
 from gate.core.cost import ZERO, ModelPrice
 from gate.core.periods import period_start
 from gate.core.router import Admission, Refusal
@@ -55,10 +59,7 @@ log = logging.getLogger(__name__)
 
 RESERVE_ATTEMPTS = 8  # re-decisions after losing a race at the budget edge
 CLAIM_BATCH = 100
-RETRY_MIN_SECONDS = 0.05
-RETRY_MAX_SECONDS = 1.0
 CLOSE_TIMEOUT_SECONDS = 10.0
-REBUILD_COMMAND = "python -m gate store-rebuild --config PATH --log LOG [--log LOG ...]"
 
 
 class SpendStoreError(SpendLogError):
@@ -72,60 +73,6 @@ class SpendStoreRefused(Exception):
 
 class SpendStoreStartError(Exception):
     """The gate must not start on this store: one line says why and what to do."""
-
-
-def redacted(url: str | None) -> str:
-    """The store's URL without its password, for messages."""
-    parts = urlsplit(url or "")
-    host = parts.hostname or "?"
-    return f"{parts.scheme}://{host}{f':{parts.port}' if parts.port else ''}{parts.path}"
-
-
-def connect(store: SpendStoreConfig) -> Redis:
-    assert store.url is not None
-    return Redis.from_url(
-        store.url,
-        socket_connect_timeout=2,
-        socket_timeout=5,
-        retry=Retry(NoBackoff(), 0),  # the gate retries itself, in order
-        decode_responses=True,
-    )
-
-
-def epoch(ts: datetime | None) -> str:
-    return "" if ts is None else str(int(ts.timestamp()))
-
-
-EPOCH_START = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def epoch_ms(ts: datetime | str | None) -> str:
-    """A log line's ts as whole epoch milliseconds (exactly what `iso` wrote), or ''."""
-    when = parse_ts(ts) if isinstance(ts, str) else ts
-    return "" if when is None else str((when - EPOCH_START) // timedelta(milliseconds=1))
-
-
-def from_epoch_ms(value: object) -> datetime:
-    return EPOCH_START + timedelta(milliseconds=int(str(value)))
-
-
-def not_ready_message(store: SpendStoreConfig) -> str:
-    url = redacted(store.url or "")
-    return (
-        f"spend store {url} (key prefix {store.key_prefix!r}) holds no gate state; "
-        f"rebuild it from every instance's spend log: {REBUILD_COMMAND} "
-        "(a new deployment: the same command without --log)"
-    )
-
-
-@dataclass(slots=True)
-class _Op:
-    """One change queued for Redis, and what it did to the mirror before Redis saw it."""
-
-    agent_id: str
-    run: Callable[[], Awaitable[Any]]
-    spent: Decimal = ZERO
-    held: Decimal = ZERO
 
 
 class RedisLedger(Ledger):
@@ -151,11 +98,7 @@ class RedisLedger(Ledger):
         self._name = c.register_script(lua.NAME)
         self._renew = c.register_script(lua.RENEW)
         self._claim = c.register_script(lua.CLAIM)
-        self._queue: deque[_Op] = deque()
-        self._wakeup = asyncio.Event()
-        self._drained = asyncio.Event()
-        self._drained.set()
-        self._pending: dict[str, list[Decimal]] = {}  # agent -> [spent, held] not yet in Redis
+        self._writer = ChangeWriter(self._mirror, retry_on=SpendStoreError)
         self._store_held: dict[str, Decimal] = {}  # agent -> held, as Redis last said
         self._offline: set[str] = set()  # holds placed while Redis was away (open mode)
         # agent -> resets/spent-sets this instance wrote: orders its own settlements
@@ -190,9 +133,10 @@ class RedisLedger(Ledger):
     async def aclose(self) -> None:
         """Send what is queued (for a while, if Redis is away), then stop and disconnect."""
         try:
-            await asyncio.wait_for(self._drained.wait(), CLOSE_TIMEOUT_SECONDS)
+            await asyncio.wait_for(self._writer.drained.wait(), CLOSE_TIMEOUT_SECONDS)
         except TimeoutError:
-            log.error("spend store: %d changes could not be sent at shutdown", len(self._queue))
+            unsent = len(self._writer.queue)
+            log.error("spend store: %d changes could not be sent at shutdown", unsent)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -206,7 +150,7 @@ class RedisLedger(Ledger):
 
     async def all_settled(self) -> None:
         await super().all_settled()
-        await self._drained.wait()
+        await self._writer.drained.wait()
 
     # -- talking to Redis -------------------------------------------------------------
 
@@ -262,7 +206,7 @@ class RedisLedger(Ledger):
         acct = self._book(agent_id)
         if acct is None or len(reply) < 7:
             return
-        pending = self._pending.get(agent_id, [ZERO, ZERO])
+        pending = self._writer.pending.get(agent_id, [ZERO, ZERO])
         acct.budget_total = lua.from_units(reply[2])
         acct.spent = lua.from_units(reply[3]) + pending[0]
         self._store_held[agent_id] = lua.from_units(reply[4])
@@ -280,41 +224,9 @@ class RedisLedger(Ledger):
             self._append(line)
             self._notify(agent_id, "period")
 
-    def _owe(self, agent_id: str, spent: Decimal, held: Decimal) -> None:
-        pending = self._pending.setdefault(agent_id, [ZERO, ZERO])
-        pending[0] += spent
-        pending[1] += held
-
-    def _enqueue(self, op: _Op) -> None:
-        self._owe(op.agent_id, op.spent, op.held)
-        self._queue.append(op)
-        self._drained.clear()
-        self._wakeup.set()
-
     async def _worker(self) -> None:
-        """Send queued changes to Redis in order; keep each until Redis has taken it."""
-        delay = RETRY_MIN_SECONDS
-        while True:
-            if not self._queue:
-                self._drained.set()
-                await self._wakeup.wait()
-                self._wakeup.clear()
-                continue
-            op = self._queue[0]
-            try:
-                reply = await op.run()
-            except SpendStoreError:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX_SECONDS)
-                continue
-            except Exception:  # a bug must not stop the books: drop this change, loudly
-                log.exception("spend store: change for %s dropped", op.agent_id)
-                reply = None
-            self._queue.popleft()
-            delay = RETRY_MIN_SECONDS
-            self._owe(op.agent_id, -op.spent, -op.held)
-            if isinstance(reply, list):
-                self._mirror(op.agent_id, reply)
+        """Send the queued changes to Redis, in order (see `redis_writer`)."""
+        await self._writer.run()
 
     async def _keep_fresh(self) -> None:
         """Read the shared state back now and then (other instances' spend, admin
@@ -423,13 +335,13 @@ class RedisLedger(Ledger):
             return decision
         hold = Hold(request_id, acct.policy.agent_id, decision.hold)
         self._offline.add(request_id)
-        self._owe(hold.agent_id, ZERO, hold.amount)
+        self._writer.owe(hold.agent_id, ZERO, hold.amount)
         self._sync_held(acct)
         return decision, hold
 
     def _queue_settle(self, hold: Hold, cost: Decimal, at: object = None) -> None:
         """Send a settlement to Redis; the mirror has already (or is about to) let go of
-        the hold and charged the cost, and `_pending` carries that until Redis has it.
+        the hold and charged the cost, and the writer's `pending` carries that until Redis has it.
         `at` is its request line's ts: Redis counts the cost only if the line is in the
         current period and after the last reset, as the logs' replay does."""
         offline = hold.request_id in self._offline
@@ -449,10 +361,10 @@ class RedisLedger(Ledger):
             return self._call(self._settle, agent_id, keys, args)
 
         if offline:  # Redis's held never carried it: only the cost is on its way
-            self._owe(agent_id, ZERO, -hold.amount)
-            self._enqueue(_Op(agent_id, run, spent=cost))
+            self._writer.owe(agent_id, ZERO, -hold.amount)
+            self._writer.put(Change(agent_id, run, spent=cost))
         else:
-            self._enqueue(_Op(agent_id, run, spent=cost, held=-hold.amount))
+            self._writer.put(Change(agent_id, run, spent=cost, held=-hold.amount))
 
     def settle(self, hold: Hold, cost: Decimal, line: dict[str, Any]) -> Decimal | None:
         if hold.settled:
@@ -480,7 +392,7 @@ class RedisLedger(Ledger):
                 self._failed(f"redis unreachable: {type(exc).__name__}: {exc}")
                 raise SpendStoreError(str(exc)) from None
 
-        self._enqueue(_Op(hold.agent_id, run))
+        self._writer.put(Change(hold.agent_id, run))
 
     async def claim_expired(self) -> list[Hold]:
         """Take over the holds of instances that stopped renewing them (they died);
@@ -513,7 +425,7 @@ class RedisLedger(Ledger):
         # Redis sums every instance's holds in whole pico-USD; this instance adds only
         # what it has not sent yet.
         agent_id = acct.policy.agent_id
-        pending = self._pending.get(agent_id, [ZERO, ZERO])
+        pending = self._writer.pending.get(agent_id, [ZERO, ZERO])
         acct.held = self._store_held.get(agent_id, ZERO) + pending[1]
 
     # -- admin ------------------------------------------------------------------------
@@ -555,9 +467,9 @@ class RedisLedger(Ledger):
             # Even on an error: Redis may have taken it, and a higher count is harmless.
             self._resets[agent_id] = count
         if spent != "":
-            for op in self._queue:  # queued here before the line: Redis will not count them
+            for op in self._writer.queue:  # queued here before the line: Redis will not count them
                 if op.agent_id == agent_id and op.spent:
-                    self._owe(agent_id, -op.spent, ZERO)
+                    self._writer.owe(agent_id, -op.spent, ZERO)
                     op.spent = ZERO
         self._mirror(agent_id, reply)
         return iso(from_epoch_ms(reply[7]))
@@ -569,7 +481,7 @@ class RedisLedger(Ledger):
             def run(agent_id: str = agent_id) -> Awaitable[Any]:
                 return self._call(self._policy, agent_id)
 
-            self._enqueue(_Op(agent_id, run))
+            self._writer.put(Change(agent_id, run))
 
     # -- what the JSONL store does and this one does not --------------------------------
 
