@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import secrets
@@ -297,15 +296,7 @@ class RedisLedger(Ledger):
                 continue
             units = lua.to_units(decision.hold)
             expires = self._clock().timestamp() + self.store.hold_ttl_seconds
-            body = json.dumps(
-                {
-                    "agent_id": agent_id,
-                    "amount": str(units),
-                    "generation_id": None,
-                    "instance": self.instance,
-                    "expires_at": expires,
-                }
-            )
+            body = lua.hold_entry(agent_id, units, self.instance, expires)
             reply = await self._call(
                 self._reserve,
                 agent_id,
@@ -408,14 +399,7 @@ class RedisLedger(Ledger):
             return []
         claimed = []
         for request_id, encoded in zip(found[::2], found[1::2], strict=True):
-            saved = json.loads(encoded)
-            generation = saved.get("generation_id")
-            hold = Hold(
-                request_id,
-                str(saved.get("agent_id")),
-                lua.from_units(saved.get("amount")),
-                generation if isinstance(generation, str) else None,
-            )
+            hold = lua.hold_of_entry(request_id, encoded)
             self._holds[request_id] = hold
             self._no_holds.clear()
             claimed.append(hold)
