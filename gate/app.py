@@ -11,13 +11,15 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from gate.books.ledger import Clock, Ledger, utc_now
+from gate.books.ledger import Ledger
 from gate.books.reconcile import reconcile_open_holds, recover_expired_holds
-from gate.books.redis_store import RedisLedger, redacted
+from gate.books.redis_connect import redacted
+from gate.books.redis_store import RedisLedger
 from gate.books.refusals import flush_every
 from gate.books.spendlog import SpendLog, last_snapshot_offset, read_records
 from gate.config import GateConfig
 from gate.context import GATE, Gate
+from gate.core.clock import Clock, utc_now
 from gate.http.admin import check_admin, create_admin_app
 from gate.http.dashboard import add_dashboard
 from gate.http.errors import (

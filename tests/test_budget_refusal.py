@@ -12,8 +12,9 @@ from typing import Any
 import openai
 import pytest
 
-from gate.books.ledger import Ledger, iso
+from gate.books.ledger import Ledger
 from gate.books.spendlog import SpendLog
+from gate.core.clock import iso
 from gate.core.periods import period_end
 
 from .support import agent, make_config

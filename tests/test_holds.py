@@ -13,7 +13,8 @@ from typing import Any, cast
 
 import pytest
 
-from gate.books.ledger import Hold, HoldDefaults, HoldRequest, Ledger
+from gate.books.holds import Hold, HoldDefaults, HoldRequest
+from gate.books.ledger import Ledger
 from gate.books.spendlog import SpendLog
 from gate.config import AgentPolicy, ConfigError, Tier
 from gate.context import GATE

@@ -12,12 +12,13 @@ from typing import Any
 
 import pytest
 
-from gate.books.ledger import HoldDefaults, HoldRequest, utc_now
+from gate.books.holds import HoldDefaults, HoldRequest
 from gate.books.redis_rebuild import rebuild
 from gate.books.redis_store import RedisLedger, SpendStoreRefused
 from gate.books.spendlog import SpendLog
 from gate.config import GateConfig
 from gate.context import GATE
+from gate.core.clock import utc_now
 
 from .redis_server import RedisServer, free_port, redis_binary
 from .support import agent, chat, make_config, spend_lines

@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 
 from gate.books import ledger as ledger_module
-from gate.books.ledger import HoldDefaults, HoldRequest, Ledger
+from gate.books.holds import HoldDefaults, HoldRequest
+from gate.books.ledger import Ledger
 from gate.books.spendlog import SpendLog, last_snapshot_offset, read_records
+from gate.core import clock as clock_module
 from gate.core.cost import ModelPrice
 from gate.core.router import Refusal
 
@@ -160,13 +162,13 @@ def test_snapshot_offset_of_a_log_without_one_is_zero(tmp_path: Path) -> None:
 
 def test_iso_timestamps_are_utc_with_z() -> None:
     assert (
-        ledger_module.iso(datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)) == "2026-01-02T03:04:05.000Z"
+        clock_module.iso(datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)) == "2026-01-02T03:04:05.000Z"
     )
-    assert ledger_module.parse_ts("2026-01-02T03:04:05.000Z") == datetime(
+    assert clock_module.parse_ts("2026-01-02T03:04:05.000Z") == datetime(
         2026, 1, 2, 3, 4, 5, tzinfo=UTC
     )
-    assert ledger_module.parse_ts("garbage") is None
-    assert ledger_module.parse_ts(5) is None
+    assert clock_module.parse_ts("garbage") is None
+    assert clock_module.parse_ts(5) is None
 
 
 def test_snapshot_offset_passes_over_torn_snapshots(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import aiohttp
 
-from gate.books.ledger import Hold
+from gate.books.holds import Hold
 from gate.books.spendlog import SpendLogError
 from gate.context import GATE
 

@@ -23,11 +23,12 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
-from gate.books.ledger import Ledger, utc_now
+from gate.books.ledger import Ledger
 from gate.books.redis_rebuild import rebuild
 from gate.books.redis_store import RedisLedger
 from gate.books.spendlog import SpendLog
 from gate.config import GateConfig, load_config
+from gate.core.clock import utc_now
 
 from .procs import Proc, spawn, start_mock
 from .redis_proxy import HoldingProxy

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from gate.books.ledger import Hold, HoldDefaults, HoldRequest
+from gate.books.holds import Hold, HoldDefaults, HoldRequest
 from gate.books.redis_rebuild import rebuild
 from gate.books.redis_store import RedisLedger, SpendStoreError, SpendStoreStartError
 from gate.books.spendlog import SpendLog

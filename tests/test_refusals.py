@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from gate.books import refusals
-from gate.books.ledger import Ledger, utc_now
+from gate.books.ledger import Ledger
 from gate.books.logtail import request_record
 from gate.books.spendlog import SpendLog, read_records
 from gate.cli import report
 from gate.config import parse_config
 from gate.context import GATE
+from gate.core.clock import utc_now
 
 from .support import agent, chat, raw_config, spend_lines
 

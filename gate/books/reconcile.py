@@ -6,7 +6,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from gate.books.ledger import Hold
+from gate.books.holds import Hold
 from gate.books.redis_store import RedisLedger
 from gate.core.cost import ZERO, to_decimal
 

@@ -29,10 +29,11 @@ from typing import Any
 from redis.asyncio import Redis
 
 from gate.books import redis_scripts as lua
-from gate.books.ledger import Clock, Ledger, iso, utc_now
-from gate.books.redis_store import connect, epoch, epoch_ms
+from gate.books.ledger import Ledger
+from gate.books.redis_connect import connect, epoch, epoch_ms
 from gate.books.spendlog import SpendLog, read_records
 from gate.config import GateConfig
+from gate.core.clock import Clock, iso, utc_now
 
 
 class RebuildRefused(Exception):

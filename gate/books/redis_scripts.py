@@ -15,8 +15,11 @@ once however many instances see it. Account replies are
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
+
+from gate.books.holds import Hold
 
 SCALE = Decimal(10) ** 12
 DONE_TTL_SECONDS = 7 * 24 * 3600  # a settled request id is remembered this long
@@ -33,6 +36,30 @@ def from_units(units: object) -> Decimal:
         units = units.decode()
     value = (Decimal(int(str(units or 0))) / SCALE).normalize()
     return value.quantize(Decimal(1)) if value.as_tuple().exponent > 0 else value  # type: ignore[operator]
+
+
+def hold_entry(agent_id: str, units: int, instance: str, expires: float) -> str:
+    """A new hold as the holds hash keeps it (JSON; `NAME` and `CLAIM` change it)."""
+    return json.dumps(
+        {
+            "agent_id": agent_id,
+            "amount": str(units),
+            "generation_id": None,
+            "instance": instance,
+            "expires_at": expires,
+        }
+    )
+
+
+def hold_of_entry(request_id: str, encoded: str) -> Hold:
+    saved = json.loads(encoded)
+    generation = saved.get("generation_id")
+    return Hold(
+        request_id,
+        str(saved.get("agent_id")),
+        from_units(saved.get("amount")),
+        generation if isinstance(generation, str) else None,
+    )
 
 
 @dataclass(frozen=True, slots=True)

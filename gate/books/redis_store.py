@@ -21,28 +21,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import secrets
 import socket
-from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from collections.abc import Awaitable, Mapping, Sequence
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
-from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 
 from gate.books import redis_scripts as lua
-from gate.books.ledger import Account, Clock, Hold, HoldDefaults, HoldRequest, Ledger, iso, parse_ts
+from gate.books.accounts import Account
+from gate.books.holds import Hold, HoldDefaults, HoldRequest, decide
+from gate.books.ledger import Ledger
+from gate.books.lines import budget_line, reset_line
+from gate.books.redis_connect import (
+    connect,
+    epoch,
+    epoch_ms,
+    from_epoch_ms,
+    not_ready_message,
+    redacted,
+)
+from gate.books.redis_writer import Change, ChangeWriter
 from gate.books.spendlog import SpendLog, SpendLogError
 from gate.config import AgentPolicy, SpendStoreConfig
+from gate.core.clock import Clock, iso
 from gate.core.cost import ZERO, ModelPrice
 from gate.core.periods import period_start
 from gate.core.router import Admission, Refusal
@@ -51,10 +58,7 @@ log = logging.getLogger(__name__)
 
 RESERVE_ATTEMPTS = 8  # re-decisions after losing a race at the budget edge
 CLAIM_BATCH = 100
-RETRY_MIN_SECONDS = 0.05
-RETRY_MAX_SECONDS = 1.0
 CLOSE_TIMEOUT_SECONDS = 10.0
-REBUILD_COMMAND = "python -m gate store-rebuild --config PATH --log LOG [--log LOG ...]"
 
 
 class SpendStoreError(SpendLogError):
@@ -68,60 +72,6 @@ class SpendStoreRefused(Exception):
 
 class SpendStoreStartError(Exception):
     """The gate must not start on this store: one line says why and what to do."""
-
-
-def redacted(url: str | None) -> str:
-    """The store's URL without its password, for messages."""
-    parts = urlsplit(url or "")
-    host = parts.hostname or "?"
-    return f"{parts.scheme}://{host}{f':{parts.port}' if parts.port else ''}{parts.path}"
-
-
-def connect(store: SpendStoreConfig) -> Redis:
-    assert store.url is not None
-    return Redis.from_url(
-        store.url,
-        socket_connect_timeout=2,
-        socket_timeout=5,
-        retry=Retry(NoBackoff(), 0),  # the gate retries itself, in order
-        decode_responses=True,
-    )
-
-
-def epoch(ts: datetime | None) -> str:
-    return "" if ts is None else str(int(ts.timestamp()))
-
-
-EPOCH_START = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def epoch_ms(ts: datetime | str | None) -> str:
-    """A log line's ts as whole epoch milliseconds (exactly what `iso` wrote), or ''."""
-    when = parse_ts(ts) if isinstance(ts, str) else ts
-    return "" if when is None else str((when - EPOCH_START) // timedelta(milliseconds=1))
-
-
-def from_epoch_ms(value: object) -> datetime:
-    return EPOCH_START + timedelta(milliseconds=int(str(value)))
-
-
-def not_ready_message(store: SpendStoreConfig) -> str:
-    url = redacted(store.url or "")
-    return (
-        f"spend store {url} (key prefix {store.key_prefix!r}) holds no gate state; "
-        f"rebuild it from every instance's spend log: {REBUILD_COMMAND} "
-        "(a new deployment: the same command without --log)"
-    )
-
-
-@dataclass(slots=True)
-class _Op:
-    """One change queued for Redis, and what it did to the mirror before Redis saw it."""
-
-    agent_id: str
-    run: Callable[[], Awaitable[Any]]
-    spent: Decimal = ZERO
-    held: Decimal = ZERO
 
 
 class RedisLedger(Ledger):
@@ -147,11 +97,7 @@ class RedisLedger(Ledger):
         self._name = c.register_script(lua.NAME)
         self._renew = c.register_script(lua.RENEW)
         self._claim = c.register_script(lua.CLAIM)
-        self._queue: deque[_Op] = deque()
-        self._wakeup = asyncio.Event()
-        self._drained = asyncio.Event()
-        self._drained.set()
-        self._pending: dict[str, list[Decimal]] = {}  # agent -> [spent, held] not yet in Redis
+        self._writer = ChangeWriter(self._mirror, retry_on=SpendStoreError)
         self._store_held: dict[str, Decimal] = {}  # agent -> held, as Redis last said
         self._offline: set[str] = set()  # holds placed while Redis was away (open mode)
         # agent -> resets/spent-sets this instance wrote: orders its own settlements
@@ -186,9 +132,10 @@ class RedisLedger(Ledger):
     async def aclose(self) -> None:
         """Send what is queued (for a while, if Redis is away), then stop and disconnect."""
         try:
-            await asyncio.wait_for(self._drained.wait(), CLOSE_TIMEOUT_SECONDS)
+            await asyncio.wait_for(self._writer.drained.wait(), CLOSE_TIMEOUT_SECONDS)
         except TimeoutError:
-            log.error("spend store: %d changes could not be sent at shutdown", len(self._queue))
+            unsent = len(self._writer.queue)
+            log.error("spend store: %d changes could not be sent at shutdown", unsent)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -202,7 +149,7 @@ class RedisLedger(Ledger):
 
     async def all_settled(self) -> None:
         await super().all_settled()
-        await self._drained.wait()
+        await self._writer.drained.wait()
 
     # -- talking to Redis -------------------------------------------------------------
 
@@ -258,7 +205,7 @@ class RedisLedger(Ledger):
         acct = self._book(agent_id)
         if acct is None or len(reply) < 7:
             return
-        pending = self._pending.get(agent_id, [ZERO, ZERO])
+        pending = self._writer.pending.get(agent_id, [ZERO, ZERO])
         acct.budget_total = lua.from_units(reply[2])
         acct.spent = lua.from_units(reply[3]) + pending[0]
         self._store_held[agent_id] = lua.from_units(reply[4])
@@ -270,48 +217,15 @@ class RedisLedger(Ledger):
         if int(reply[1]) == 1:
             # The period start it rolled to: the replay counts in the new period the
             # lines from then on, also those written before this line (ledger._apply).
-            line = {"ts": iso(self._clock()), "event": "reset", "agent_id": agent_id}
-            line["reason"] = "period"
+            line = reset_line(iso(self._clock()), agent_id, "period")
             if acct.period_start is not None:
                 line["period_start"] = iso(acct.period_start)
             self._append(line)
             self._notify(agent_id, "period")
 
-    def _owe(self, agent_id: str, spent: Decimal, held: Decimal) -> None:
-        pending = self._pending.setdefault(agent_id, [ZERO, ZERO])
-        pending[0] += spent
-        pending[1] += held
-
-    def _enqueue(self, op: _Op) -> None:
-        self._owe(op.agent_id, op.spent, op.held)
-        self._queue.append(op)
-        self._drained.clear()
-        self._wakeup.set()
-
     async def _worker(self) -> None:
-        """Send queued changes to Redis in order; keep each until Redis has taken it."""
-        delay = RETRY_MIN_SECONDS
-        while True:
-            if not self._queue:
-                self._drained.set()
-                await self._wakeup.wait()
-                self._wakeup.clear()
-                continue
-            op = self._queue[0]
-            try:
-                reply = await op.run()
-            except SpendStoreError:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX_SECONDS)
-                continue
-            except Exception:  # a bug must not stop the books: drop this change, loudly
-                log.exception("spend store: change for %s dropped", op.agent_id)
-                reply = None
-            self._queue.popleft()
-            delay = RETRY_MIN_SECONDS
-            self._owe(op.agent_id, -op.spent, -op.held)
-            if isinstance(reply, list):
-                self._mirror(op.agent_id, reply)
+        """Send the queued changes to Redis, in order (see `redis_writer`)."""
+        await self._writer.run()
 
     async def _keep_fresh(self) -> None:
         """Read the shared state back now and then (other instances' spend, admin
@@ -373,7 +287,7 @@ class RedisLedger(Ledger):
         fresh = False
         decision: Admission | Refusal = Refusal("budget exhausted for this period", None)
         for _ in range(RESERVE_ATTEMPTS):
-            decision = self._decide(acct, ask, prices, defaults)
+            decision = decide(acct, ask, prices, defaults)
             if isinstance(decision, Refusal):
                 if fresh:
                     return decision
@@ -382,15 +296,7 @@ class RedisLedger(Ledger):
                 continue
             units = lua.to_units(decision.hold)
             expires = self._clock().timestamp() + self.store.hold_ttl_seconds
-            body = json.dumps(
-                {
-                    "agent_id": agent_id,
-                    "amount": str(units),
-                    "generation_id": None,
-                    "instance": self.instance,
-                    "expires_at": expires,
-                }
-            )
+            body = lua.hold_entry(agent_id, units, self.instance, expires)
             reply = await self._call(
                 self._reserve,
                 agent_id,
@@ -415,18 +321,18 @@ class RedisLedger(Ledger):
         """`on_store_error: open`: decide on this instance's view alone; the hold is
         local and its settlement reaches Redis when Redis is back."""
         self._roll(acct, self._clock(), record=False)
-        decision = self._decide(acct, ask, prices, defaults)
+        decision = decide(acct, ask, prices, defaults)
         if isinstance(decision, Refusal):
             return decision
         hold = Hold(request_id, acct.policy.agent_id, decision.hold)
         self._offline.add(request_id)
-        self._owe(hold.agent_id, ZERO, hold.amount)
+        self._writer.owe(hold.agent_id, ZERO, hold.amount)
         self._sync_held(acct)
         return decision, hold
 
     def _queue_settle(self, hold: Hold, cost: Decimal, at: object = None) -> None:
         """Send a settlement to Redis; the mirror has already (or is about to) let go of
-        the hold and charged the cost, and `_pending` carries that until Redis has it.
+        the hold and charged the cost, and the writer's `pending` carries that until Redis has it.
         `at` is its request line's ts: Redis counts the cost only if the line is in the
         current period and after the last reset, as the logs' replay does."""
         offline = hold.request_id in self._offline
@@ -446,10 +352,10 @@ class RedisLedger(Ledger):
             return self._call(self._settle, agent_id, keys, args)
 
         if offline:  # Redis's held never carried it: only the cost is on its way
-            self._owe(agent_id, ZERO, -hold.amount)
-            self._enqueue(_Op(agent_id, run, spent=cost))
+            self._writer.owe(agent_id, ZERO, -hold.amount)
+            self._writer.put(Change(agent_id, run, spent=cost))
         else:
-            self._enqueue(_Op(agent_id, run, spent=cost, held=-hold.amount))
+            self._writer.put(Change(agent_id, run, spent=cost, held=-hold.amount))
 
     def settle(self, hold: Hold, cost: Decimal, line: dict[str, Any]) -> Decimal | None:
         if hold.settled:
@@ -477,7 +383,7 @@ class RedisLedger(Ledger):
                 self._failed(f"redis unreachable: {type(exc).__name__}: {exc}")
                 raise SpendStoreError(str(exc)) from None
 
-        self._enqueue(_Op(hold.agent_id, run))
+        self._writer.put(Change(hold.agent_id, run))
 
     async def claim_expired(self) -> list[Hold]:
         """Take over the holds of instances that stopped renewing them (they died);
@@ -493,14 +399,7 @@ class RedisLedger(Ledger):
             return []
         claimed = []
         for request_id, encoded in zip(found[::2], found[1::2], strict=True):
-            saved = json.loads(encoded)
-            generation = saved.get("generation_id")
-            hold = Hold(
-                request_id,
-                str(saved.get("agent_id")),
-                lua.from_units(saved.get("amount")),
-                generation if isinstance(generation, str) else None,
-            )
+            hold = lua.hold_of_entry(request_id, encoded)
             self._holds[request_id] = hold
             self._no_holds.clear()
             claimed.append(hold)
@@ -510,7 +409,7 @@ class RedisLedger(Ledger):
         # Redis sums every instance's holds in whole pico-USD; this instance adds only
         # what it has not sent yet.
         agent_id = acct.policy.agent_id
-        pending = self._pending.get(agent_id, [ZERO, ZERO])
+        pending = self._writer.pending.get(agent_id, [ZERO, ZERO])
         acct.held = self._store_held.get(agent_id, ZERO) + pending[1]
 
     # -- admin ------------------------------------------------------------------------
@@ -529,21 +428,14 @@ class RedisLedger(Ledger):
             total = "" if budget_total is None else str(lua.to_units(budget_total))
             spent = "" if budget_spent is None else str(lua.to_units(budget_spent))
             now = await self._new_epoch(agent_id, total, spent)
-            line: dict[str, Any] = {"ts": now, "event": "budget", "agent_id": agent_id}
-            if budget_total is not None:
-                line["budget_total"] = budget_total
-            if budget_spent is not None:
-                line["budget_spent"] = budget_spent
-            if source is not None:
-                line["source"] = source
-            self._append(line)
+            self._append(budget_line(now, agent_id, budget_total, budget_spent, source))
             self._notify(agent_id, "budget")
 
     async def reset(self, agent_id: str, reason: str = "admin") -> None:
         acct = self._accounts[agent_id]
         async with acct.lock:
             now = await self._new_epoch(agent_id, "", "0")
-            self._append({"ts": now, "event": "reset", "agent_id": agent_id, "reason": reason})
+            self._append(reset_line(now, agent_id, reason))
             self._notify(agent_id, "reset")
 
     async def _new_epoch(self, agent_id: str, total: str, spent: str) -> str:
@@ -559,9 +451,9 @@ class RedisLedger(Ledger):
             # Even on an error: Redis may have taken it, and a higher count is harmless.
             self._resets[agent_id] = count
         if spent != "":
-            for op in self._queue:  # queued here before the line: Redis will not count them
+            for op in self._writer.queue:  # queued here before the line: Redis will not count them
                 if op.agent_id == agent_id and op.spent:
-                    self._owe(agent_id, -op.spent, ZERO)
+                    self._writer.owe(agent_id, -op.spent, ZERO)
                     op.spent = ZERO
         self._mirror(agent_id, reply)
         return iso(from_epoch_ms(reply[7]))
@@ -573,7 +465,7 @@ class RedisLedger(Ledger):
             def run(agent_id: str = agent_id) -> Awaitable[Any]:
                 return self._call(self._policy, agent_id)
 
-            self._enqueue(_Op(agent_id, run))
+            self._writer.put(Change(agent_id, run))
 
     # -- what the JSONL store does and this one does not --------------------------------
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from redis.exceptions import RedisError
 
 from gate.books import compact, redis_rebuild
-from gate.books.redis_store import redacted
+from gate.books.redis_connect import redacted
 from gate.books.spendlog import SpendLogBusy
 from gate.cli import report
 from gate.config import ConfigError, GateConfig, load_config

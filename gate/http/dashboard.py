@@ -21,8 +21,8 @@ from typing import Any
 
 from aiohttp import web
 
-from gate.books.ledger import Clock, iso
 from gate.context import GATE
+from gate.core.clock import Clock, iso
 from gate.core.cost import ZERO
 from gate.core.jsonfmt import dumps
 from gate.ops.metrics import UNKNOWN

@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from gate.books.ledger import Account, Clock, Ledger, iso, utc_now
+from gate.books.accounts import Account
+from gate.books.ledger import Ledger
 from gate.config import AgentPolicy, GateConfig, LimitsConfig
+from gate.core.clock import Clock, iso, utc_now
 from gate.core.periods import period_end
 from gate.core.ratelimit import Entry, Window, duration
 from gate.http.demand import Demand

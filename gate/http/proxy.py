@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gate.books.ledger import HoldDefaults, HoldRequest
+from gate.books.holds import HoldDefaults, HoldRequest
 from gate.books.redis_store import SpendStoreError, SpendStoreRefused
 from gate.books.refusals import reason_of
 from gate.books.spendlog import SpendLogError

@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from gate.books.ledger import Hold
+from gate.books.holds import Hold
 from gate.books.spendlog import SpendLogError
 from gate.context import Gate
 from gate.core.cost import ZERO, price_of, to_decimal, usage_cost, usage_tokens

@@ -37,8 +37,9 @@ from typing import Any
 
 import aiohttp
 
-from gate.books.ledger import Account, Clock, iso
+from gate.books.accounts import Account
 from gate.context import Gate
+from gate.core.clock import Clock, iso
 from gate.core.loops import SAME_REQUEST, Loop
 from gate.core.router import choose_tier
 from gate.upstream.client import backoff_delay, retry_after_seconds

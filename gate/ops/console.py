@@ -20,9 +20,9 @@ from typing import Any
 
 import aiohttp
 
-from gate.books.ledger import Clock, iso
 from gate.config import ConsoleConfig
 from gate.context import Gate
+from gate.core.clock import Clock, iso
 from gate.core.cost import to_decimal
 from gate.core.jsonfmt import dumps
 

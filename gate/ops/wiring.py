@@ -14,8 +14,8 @@ from typing import Any
 
 from aiohttp import web
 
-from gate.books.ledger import Clock
 from gate.context import GATE, Gate
+from gate.core.clock import Clock
 from gate.core.cost import ModelPrice
 from gate.core.jsonfmt import dumps
 from gate.ops.alerts import Alerter

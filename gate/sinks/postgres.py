@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-from gate.books.ledger import iso, utc_now
 from gate.books.logtail import Batch, LogFile, identify, read_batch, request_lines
 from gate.books.spendlog import SpendLog
 from gate.config import PostgresSinkConfig
+from gate.core.clock import iso, utc_now
 from gate.core.scrub import scrub
 from gate.sinks.sql import CURSOR_GET, CURSOR_PUT, SCHEMA_LOCK, insert_sql, migration_sql, rows_of
 

@@ -13,8 +13,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from gate.books.ledger import parse_ts
 from gate.books.logtail import REQUEST_MARK, request_record
+from gate.core.clock import parse_ts
 
 MIGRATION = Path(__file__).resolve().parents[2] / "migrations" / "001_tool_calls.sql"
 SCHEMA_LOCK = 0x6761_7465  # advisory lock taken while creating tables ("gate")

@@ -14,7 +14,7 @@ import logging
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from gate.books.ledger import Clock, iso
+from gate.core.clock import Clock, iso
 from gate.core.cost import to_decimal
 
 if TYPE_CHECKING:

@@ -17,7 +17,8 @@ from typing import Any
 
 import aiohttp
 
-from gate.books.ledger import Hold, Ledger
+from gate.books.holds import Hold
+from gate.books.ledger import Ledger
 
 BeforeSend = Callable[[], Awaitable[None]]
 

@@ -1,0 +1,67 @@
+"""A hold: the amount set aside for a request in flight until it settles; what a
+request asks for (`HoldRequest`), the defaults its hold is sized with, and the
+admission decision on an account's current state."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+
+from gate.books.accounts import Account
+from gate.core.cost import NO_EXTRAS, ZERO, BodyCost, ModelPrice
+from gate.core.router import MAX_HOLD_USD, Admission, PromptTokens, Refusal, admit
+
+
+@dataclass(slots=True)
+class Hold:
+    request_id: str
+    agent_id: str
+    amount: Decimal
+    generation_id: str | None = None
+    settled: bool = False
+    # Whether the request may have reached upstream: False while it cannot have (its
+    # hold line said a send mark would come first, and none came), True once the mark
+    # is on disk, None when the log cannot tell (a hold line from before send marks).
+    sent: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HoldRequest:
+    requested_model: str | None
+    prompt_tokens: int | PromptTokens  # or, per the models it may go to (gate.core.calibrate)
+    max_tokens: int | None
+    extra_usd: Decimal = ZERO  # a per-request charge tokens do not show (an unpriced plugin)
+    body: BodyCost = NO_EXTRAS  # choices, reasoning, images, web search: priced on top
+
+
+@dataclass(frozen=True, slots=True)
+class HoldDefaults:
+    unknown_price: Decimal
+    default_max_tokens: int
+    max_hold_usd: Decimal = MAX_HOLD_USD
+
+
+def held_by(holds: Iterable[Hold], agent_id: str) -> Decimal:
+    """The sum of the agent's open holds."""
+    return sum((h.amount for h in holds if h.agent_id == agent_id and not h.settled), ZERO)
+
+
+def decide(
+    acct: Account, ask: HoldRequest, prices: Mapping[str, ModelPrice], d: HoldDefaults
+) -> Admission | Refusal:
+    """Admit the request on the account as it stands (the pure `router.admit`)."""
+    return admit(
+        acct.policy,
+        acct.budget_total,
+        acct.committed,
+        ask.requested_model,
+        ask.prompt_tokens,
+        ask.max_tokens,
+        prices,
+        d.unknown_price,
+        d.default_max_tokens,
+        ask.extra_usd,
+        ask.body,
+        d.max_hold_usd,
+    )
