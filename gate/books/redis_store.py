@@ -308,7 +308,7 @@ class RedisLedger(Ledger):
                 return decision, Hold(request_id, agent_id, decision.hold)
             fresh = True
         tier = decision.tier if isinstance(decision, Admission) else None
-        return Refusal("remaining budget is held by requests in flight; retry shortly", tier)
+        return Refusal("the remaining budget is held by requests in flight", tier)
 
     def _reserve_local(
         self,
