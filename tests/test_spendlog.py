@@ -162,3 +162,25 @@ async def test_a_line_torn_by_a_crash_is_set_aside_not_left_mid_log(tmp_path: Pa
     log.append({"a": 3})
     await log.close()
     assert path.read_bytes() == b'{"a":1}\n{"a":2}\n{"a":3}\n'
+
+
+async def test_a_line_appended_after_close_is_reported_not_dropped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys
+) -> None:
+    """Issue 13 (the shutdown finding, its last gap): a line appended once close() has
+    finished (a settlement racing the stop) has no writer left; it used to sit in the
+    queue and vanish. It is reported like any line left unwritten at shutdown."""
+    log = SpendLog(tmp_path / "spend.jsonl")
+    await log.start()
+    await log.close()
+    capsys.readouterr()
+    line = {"event": "request", "request_id": "late", "cost": Decimal("0.25")}
+    with caplog.at_level(logging.ERROR, logger="gate.books.spendlog"):
+        assert log.append(dict(line)) is None
+        hold = log.append({"event": "hold", "request_id": "h"}, durable=True)
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any("1 lines could not be written at shutdown" in m for m in errors), errors
+    printed = [json.loads(ln, parse_float=Decimal) for ln in capsys.readouterr().err.splitlines()]
+    assert printed == [line]
+    assert hold is not None and isinstance(hold.exception(), SpendLogError)
+    assert list(read_records(tmp_path / "spend.jsonl")) == []

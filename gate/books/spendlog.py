@@ -108,6 +108,7 @@ class SpendLog:
         self._lock_fd: int | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._closed = False  # close() has reported what was left: nothing writes now
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -132,6 +133,7 @@ class SpendLog:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._task, timeout=10)
         self._report_unwritten()
+        self._closed = True
         await self._close_file()
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # releases the lock
@@ -180,6 +182,9 @@ class SpendLog:
     ) -> asyncio.Future[None] | None:
         future = asyncio.get_running_loop().create_future() if durable else None
         self._pending.append(_Entry(encode_line(record), future))
+        if self._closed:  # a late line (a settlement racing the stop): report it now
+            self._report_unwritten()
+            return future
         self._wakeup.set()
         return future
 
