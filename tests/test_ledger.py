@@ -227,3 +227,28 @@ async def test_replay_tells_holds_never_sent_from_holds_maybe_sent(tmp_path: Pat
     sent = {h.request_id: h.sent for h in again.open_holds()}
     assert sent == {"quiet": False, "sent": True, "snap-quiet": False, "old": None}
     await log2.close()
+
+
+def test_carry_accounts_keeps_resumes_starts_and_sets_dormant(tmp_path: Path) -> None:
+    """The reload rule every store shares (gate.books.accounts.carry_accounts): a kept
+    agent keeps its spend and takes the new policy, a removed one turns dormant, and
+    one added back resumes its dormant account instead of starting at zero."""
+    from gate.books.accounts import carry_accounts, new_account
+
+    now = datetime(2026, 11, 20, tzinfo=UTC)
+    agents = dict(policies(tmp_path))
+    first, second = sorted(agents)[:2]
+    current = {aid: new_account(p, now) for aid, p in agents.items()}
+    current[first].spent = Decimal("3")
+    current[second].spent = Decimal("4")
+    dormant: dict = {}
+    without_second = {a: p for a, p in agents.items() if a != second}
+    without_second[first] = replace(agents[first], budget_total=Decimal("12"))
+    accounts, carried = carry_accounts(current, dormant, without_second, now)
+    assert set(accounts) == set(without_second) and list(dormant) == [second]
+    assert accounts[first] is current[first] and accounts[first].spent == 3
+    assert accounts[first].policy.budget_total == 12
+    assert carried == [current[a] for a in without_second]
+    back, carried = carry_accounts(accounts, dormant, agents, now)
+    assert back[second].spent == 4 and dormant == {}
+    assert back[second] in carried

@@ -116,6 +116,31 @@ def take_policy(acct: Account, policy: AgentPolicy) -> None:
     acct.policy = policy
 
 
+def carry_accounts(
+    current: Mapping[str, Account],
+    dormant: dict[str, Account],
+    agents: Mapping[str, AgentPolicy],
+    now: datetime,
+) -> tuple[dict[str, Account], list[Account]]:
+    """A reloaded config's accounts, the one rule every store follows: a configured agent
+    keeps its account (spend kept, the new policy taken), one added back resumes its
+    dormant account, a new one starts fresh, and a removed one's account turns dormant
+    (moved into `dormant`, in place). Returns the new accounts and those carried over
+    (whose periods the store then rolls)."""
+    accounts: dict[str, Account] = {}
+    carried: list[Account] = []
+    for agent_id, policy in agents.items():
+        acct = current.get(agent_id) or dormant.pop(agent_id, None)
+        if acct is None:
+            accounts[agent_id] = new_account(policy, now)
+            continue
+        take_policy(acct, policy)
+        carried.append(acct)
+        accounts[agent_id] = acct
+    dormant.update((a, acct) for a, acct in current.items() if a not in accounts)
+    return accounts, carried
+
+
 def next_reset(acct: Account, now: datetime) -> str | None:
     """When the budget next resets (its period's end, UTC), None for `never`."""
     end = period_end(acct.policy.period, now)

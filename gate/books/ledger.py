@@ -20,10 +20,10 @@ from gate.books.accounts import (
     Account,
     Books,
     account_view,
+    carry_accounts,
     new_account,
     next_reset,
     roll_period,
-    take_policy,
     tier_of,
 )
 from gate.books.holds import Hold, HoldDefaults, HoldRequest, decide, held_by
@@ -319,16 +319,9 @@ class Ledger:
         through the admin API stays until the config's own total changes. A removed
         agent's account turns dormant, and an agent added back resumes it."""
         now = self._clock()
-        accounts: dict[str, Account] = {}
-        for agent_id, policy in agents.items():
-            acct = self._accounts.get(agent_id) or self._dormant.pop(agent_id, None)
-            if acct is None:
-                accounts[agent_id] = new_account(policy, now)
-                continue
-            take_policy(acct, policy)
+        accounts, carried = carry_accounts(self._accounts, self._dormant, agents, now)
+        for acct in carried:
             self._roll(acct, now, record=True)
-            accounts[agent_id] = acct
-        self._dormant.update((a, acct) for a, acct in self._accounts.items() if a not in accounts)
         self._accounts = accounts
         for agent_id in accounts:
             self._notify(agent_id, "policy")
