@@ -57,7 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.gc:
         os.environ["GATE_GC"] = args.gc
     if args.repeats:
-        settings = Settings(**{**asdict(settings), "repeats": args.repeats})
+        settings = Settings(
+            **{**asdict(settings), "repeats": args.repeats, "tail_repeats": args.repeats}
+        )
     use_wrk = wrk_available() and not args.no_wrk
     if not use_wrk and not settings.smoke and not args.no_wrk:
         print(
