@@ -39,6 +39,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--only", default=SECTIONS, help="run only these sections (e.g. 'ad'; default all)"
     )
+    parser.add_argument(
+        "--loop", choices=("asyncio", "uvloop"), help="event loop for gate and floor (GATE_LOOP)"
+    )
+    parser.add_argument(
+        "--gc", choices=("default", "freeze"), help="the gate's gc policy (GATE_GC)"
+    )
     return parser.parse_args(argv)
 
 
@@ -46,8 +52,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="bench: %(message)s", stream=sys.stderr)
     settings: Settings = SMOKE if args.smoke else FULL
+    if args.loop:
+        os.environ["GATE_LOOP"] = args.loop  # the gate and the floor inherit it
+    if args.gc:
+        os.environ["GATE_GC"] = args.gc
     if args.repeats:
-        settings = Settings(**{**asdict(settings), "repeats": args.repeats})
+        settings = Settings(
+            **{**asdict(settings), "repeats": args.repeats, "tail_repeats": args.repeats}
+        )
     use_wrk = wrk_available() and not args.no_wrk
     if not use_wrk and not settings.smoke and not args.no_wrk:
         print(

@@ -3,18 +3,21 @@ against. `python -m bench.floor --upstream URL [--host H] [--port P]`.
 
 It takes the POST, forwards it on one pooled ClientSession and relays the bytes as they
 come (`readany()`), status and content type copied — nothing else. Same Python, same
-aiohttp and the same event loop (asyncio's default, started by `asyncio.run`) as the gate.
+aiohttp and the same event loop as the gate (asyncio's default, or uvloop under GATE_LOOP=uvloop).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
+
+from gate.ops import runtime
 
 FORWARDED = ("Authorization", "Content-Type")
 SESSION = web.AppKey("session", aiohttp.ClientSession)
@@ -69,7 +72,8 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
-    asyncio.run(serve(args.upstream.rstrip("/"), args.host, args.port))
+    # the gate's own switch, so that both run on the same loop (bench --loop)
+    runtime.run(serve(args.upstream.rstrip("/"), args.host, args.port), os.environ)
 
 
 if __name__ == "__main__":

@@ -298,7 +298,7 @@ class Bench:
                         await resp.read()
                 return await open_loop(self.session, target, rate, seconds)
 
-            for _ in range(self.s.repeats):
+            for _ in range(self.s.tail_repeats):
                 runs = await self.each(cursor, f"latency at {rate} req/s", work, f"b.{rate}")
                 for role, result in runs.items():
                     if result.failures:
@@ -325,7 +325,7 @@ class Bench:
                 results += await streams(self.session, target, s.streams, s.stream_chunks, True)
             return results
 
-        for _ in range(s.repeats):
+        for _ in range(s.tail_repeats):
             runs = await self.each(cursor, "concurrent streams", work, "c")
             for role, results in runs.items():
                 self._check_streams(f"(c) {role}", results)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 class Settings:
     smoke: bool
     repeats: int
+    tail_repeats: int  # (b) and (c): more repeats, so that each p99's min–max is a spread
     # (a) closed-loop throughput
     connections: int
     throughput_seconds: float
@@ -38,6 +39,7 @@ class Settings:
 FULL = Settings(
     smoke=False,
     repeats=3,
+    tail_repeats=6,
     connections=64,
     throughput_seconds=4,
     warmup_seconds=1,
@@ -61,6 +63,7 @@ FULL = Settings(
 SMOKE = Settings(
     smoke=True,
     repeats=1,
+    tail_repeats=1,
     connections=8,
     throughput_seconds=0.3,  # wrk runs for at least 1 s
     warmup_seconds=0,

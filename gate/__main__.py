@@ -21,6 +21,7 @@ from gate.config import ConfigError, GateConfig, LimitsConfig, load_config
 from gate.context import GATE, secrets_of
 from gate.http.conns import CappedRunner, ResourceErrorLog, connection_cap, raise_fd_limit
 from gate.logfilter import RedactingFilter
+from gate.ops import runtime
 
 log = logging.getLogger("gate")
 
@@ -109,8 +110,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for handler in logging.getLogger().handlers:
             handler.addFilter(redact)
         fd_limit = raise_fd_limit()  # idle connections must not run it out (systemd: 1024)
-        asyncio.run(serve(app, args.host, args.port, cfg.limits, fd_limit))
-    except (SpendStoreStartError, SpendLogBusy) as err:
+        runtime.after_startup(env)
+        runtime.run(serve(app, args.host, args.port, cfg.limits, fd_limit), env)
+    except (SpendStoreStartError, SpendLogBusy, runtime.RuntimeChoiceError) as err:
         print(f"gate: {err}", file=sys.stderr)
         return 1
     except OSError as exc:
