@@ -9,7 +9,7 @@ CONFIG ?= configs/policy.yaml
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[test,lint,postgres]'
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test,lint,postgres,fast]'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -442,3 +442,4 @@ async def test_every_request_line_has_every_spec_field(gate, mock, tmp_path) -> 
         assert SPEC_FIELDS <= set(line), SPEC_FIELDS - set(line)
     refused = [r for r in lines if r["status"] != 200]
     assert refused[0]["budget_remaining"] is not None  # agent-1's, as for any line
+    assert [r["api"] for r in lines] == ["chat"] * 3  # served, streamed and refused alike

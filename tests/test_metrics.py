@@ -86,11 +86,24 @@ async def test_metrics_agree_with_the_admin_api(start_gate, mock, tmp_path: Path
 
     # requests by agent, tier, model and status
     ok = "gate_requests_total"
-    assert value(samples, ok, agent="agent-1", tier="premium", model="openai/gpt-5", status="200")
-    assert value(samples, ok, agent="agent-1", tier="premium", model="_other", status="200") == 1
+    assert value(
+        samples, ok, api="chat", agent="agent-1", tier="premium", model="openai/gpt-5", status="200"
+    )
+    assert (
+        value(
+            samples, ok, api="chat", agent="agent-1", tier="premium", model="_other", status="200"
+        )
+        == 1
+    )
     assert total(samples, ok, agent="agent-1", status="200") == 4
-    assert value(samples, ok, agent="_unknown", tier="none", model="none", status="403") == 1
-    assert value(samples, ok, agent="agent-2", tier="none", model="none", status="402") == 2
+    assert (
+        value(samples, ok, api="chat", agent="_unknown", tier="none", model="none", status="403")
+        == 1
+    )
+    assert (
+        value(samples, ok, api="chat", agent="agent-2", tier="none", model="none", status="402")
+        == 2
+    )
     assert total(samples, ok) == 7
 
     # upstream: every attempt timed, the 429 counted and retried once
@@ -149,7 +162,13 @@ async def test_a_reload_changes_which_labels_are_allowed(start_gate, mock, tmp_p
     resp = await client.post(CHAT, json=chat(), headers={"X-Agent-ID": "agent-3"})
     assert resp.status == 200
     samples, _ = await scrape(client)
-    labels = {"agent": "agent-3", "tier": "premium", "model": "openai/gpt-4o", "status": "200"}
+    labels = {
+        "api": "chat",
+        "agent": "agent-3",
+        "tier": "premium",
+        "model": "openai/gpt-4o",
+        "status": "200",
+    }
     assert value(samples, "gate_requests_total", **labels) == 1
     spent = Decimal(str(value(samples, "gate_budget_spent_usd", agent="agent-3")))
     assert spent > 0

@@ -113,6 +113,7 @@ async def test_a_hold_whose_request_never_left_the_gate_is_charged_nothing(
         assert len(recovered) == STREAMS
         for line in recovered:
             assert line["recovered"] is True and line["cost"] == 0, line
+            assert line["api"] == "chat", line
             assert line["cost_source"] == "none" and line["recovery"] == "not_sent", line
         assert spent == 0
     finally:

@@ -107,6 +107,20 @@ def test_summarise_keeps_one_total_per_group() -> None:
     assert list(groups) == ["a"] and groups["a"].requests == 100_000
 
 
+def test_report_by_api_counts_lines_without_the_field_as_chat() -> None:
+    lines = [
+        {"api": "chat", "cost": 0.25, "status": 200},
+        {"cost": 0.5, "status": 200},  # written before lines named their API: chat
+        {"api": "responses", "cost": 0.125, "status": 200},
+        {"api": "responses", "cost": 0, "status": 402},
+    ]
+    groups = report.summarise(lines, "api")
+    assert list(groups) == ["chat", "responses"]
+    assert (groups["chat"].requests, groups["chat"].usd) == (2, Decimal("0.75"))
+    assert (groups["responses"].requests, groups["responses"].refused) == (2, 1)
+    assert groups["responses"].usd == Decimal("0.125")
+
+
 def test_check_config(tmp_path: Path) -> None:
     good = write_config(tmp_path / "good.yaml", raw_config(tmp_path, "http://127.0.0.1:9/api/v1"))
     done = run("check-config", str(good))

@@ -14,9 +14,10 @@ from typing import Any
 
 from gate.books.spendlog import read_records
 
-GROUPS = ("agent", "model", "day", "tier")
+GROUPS = ("agent", "model", "day", "tier", "api")
 FORMATS = ("table", "json", "csv")
-_FIELD = {"agent": "agent_id", "model": "model", "tier": "tier"}
+_FIELD = {"agent": "agent_id", "model": "model", "tier": "tier", "api": "api"}
+_DEFAULT = {"api": "chat"}  # lines written before the field existed were all chat
 
 
 @dataclass(slots=True)
@@ -59,7 +60,10 @@ def request_lines(
 def summarise(lines: Iterable[dict[str, Any]], by: str) -> dict[str, Totals]:
     groups: dict[str, Totals] = {}
     for line in lines:
-        key = str(line.get("ts", ""))[:10] if by == "day" else str(line.get(_FIELD[by]) or "-")
+        if by == "day":
+            key = str(line.get("ts", ""))[:10]
+        else:
+            key = str(line.get(_FIELD[by]) or _DEFAULT.get(by, "-"))
         totals = groups.get(key)
         if totals is None:
             totals = groups[key] = Totals()

@@ -36,10 +36,12 @@ def new_request_id() -> str:
     return "req-" + secrets.token_hex(12)
 
 
-def blank_line(request_id: str) -> dict[str, Any]:
-    """A request line's fields, in the order ops read them."""
+def blank_line(request_id: str, api: str = "chat") -> dict[str, Any]:
+    """A request line's fields, in the order ops read them; `api` names the inference API
+    (`chat` for chat completions, the only one served so far)."""
     return {
         "request_id": request_id,
+        "api": api,
         "generation_id": None,
         "agent_id": None,
         "model": None,
@@ -148,7 +150,9 @@ def _refused(
         gate.ledger.record_refusal(line)
     else:
         gate.ledger.count_refusal(line, reason)
-    gate.metrics.request(line["agent_id"], line["tier"], status, ZERO, seconds, line["stream"])
+    gate.metrics.request(
+        line["agent_id"], line["tier"], status, ZERO, seconds, line["stream"], api=line["api"]
+    )
 
 
 async def list_models(request: web.Request) -> web.Response:

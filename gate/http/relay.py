@@ -130,6 +130,7 @@ class Call:
             seconds,
             self.chat.stream,
             model=self.line["model"],
+            api=self.line["api"],
         )
         return remaining
 

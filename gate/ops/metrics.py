@@ -37,8 +37,8 @@ class Metrics:
         self.configure(agents)
         self.requests = Counter(
             "gate_requests",
-            "Chat completion requests by outcome",
-            ["agent", "tier", "model", "status"],
+            "Inference requests by API and outcome",
+            ["api", "agent", "tier", "model", "status"],
             registry=self.registry,
         )
         self.spend = Counter(
@@ -99,9 +99,10 @@ class Metrics:
         seconds: float,
         stream: bool,
         model: str | None = None,
+        api: str = "chat",
     ) -> None:
         agent, model_label = self.agent(agent_id), self.model(model)
-        self.requests.labels(agent, tier or "none", model_label, str(status)).inc()
+        self.requests.labels(api, agent, tier or "none", model_label, str(status)).inc()
         if cost:
             self.spend.labels(agent, model_label).inc(finite_float(cost) or 0.0)
         self.latency.labels("true" if stream else "false").observe(seconds)
