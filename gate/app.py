@@ -12,6 +12,7 @@ import aiohttp
 from aiohttp import web
 
 from gate.books.ledger import Ledger
+from gate.books.paces import Paces
 from gate.books.reconcile import reconcile_open_holds, recover_expired_holds
 from gate.books.redis_connect import redacted
 from gate.books.redis_store import RedisLedger
@@ -99,9 +100,11 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
                 key_status=key_status,
                 sinks=sinks,
                 limits=RateLimits(app[CLOCK]),
+                paces=Paces(app[CLOCK]),
             )
             app[GATE] = gate
             ledger.line_observers.append(gate.calibration.request_line)
+            ledger.line_observers.append(gate.paces.request_line)
             # Holds are only as good as the prices: try to have them before serving.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(gate.prices.refresh(*gate.price_source()), PRICES_AT_START)

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from gate.books.ledger import Ledger
+from gate.books.paces import Paces
 from gate.config import GateConfig
 from gate.core.calibrate import Calibration
 from gate.http.bodies import BodyChecker
@@ -47,6 +48,7 @@ class Gate:
     # Prompt tokens per estimate unit, per model, learnt from settled lines (holds use it).
     calibration: Calibration = field(default_factory=Calibration)
     breaker: Breaker = field(default_factory=Breaker)  # runaway loops, per agent
+    paces: Paces = field(default_factory=Paces)  # recent spend rates, for the forecast
 
     async def shielded(self, work: Coroutine[Any, Any, T], slot: Slot) -> T:
         """Run a relay so that cancelling the handler cannot stop it half-way: it reads

@@ -111,3 +111,54 @@ def test_view_shape():
         "before_reset": True,
         "resets_at": "2026-12-04T00:00:00.000Z",
     }
+
+
+# --- on a running gate: the pace is fed by settled lines, shown by /api/spend -------
+
+ADMIN = {"Authorization": "Bearer forecast-admin-token-0123456789"}
+
+
+class _Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+async def test_api_spend_projects_the_settled_pace(start_gate, mock, tmp_path) -> None:
+    from .support import chat, make_config, request_lines
+
+    clock = _Clock(datetime(2026, 11, 10, 12, 0, tzinfo=UTC))
+    cfg = make_config(tmp_path, mock.base_url, admin_token=ADMIN["Authorization"][7:])
+    client = await start_gate(cfg, clock=clock)
+    agent_1 = {"X-Agent-ID": "agent-1"}
+    for _ in range(3):
+        assert (await client.post("/v1/chat/completions", json=chat(), headers=agent_1)).ok
+    spent = sum(line["cost"] for line in request_lines(tmp_path / "spend.jsonl"))
+    assert spent > 0
+    rate = float(spent) * math.log(2)  # three costs at one instant: the whole mass, fresh
+
+    view = await (await client.get("/api/spend/agent-1", headers=ADMIN)).json()
+    forecast = view["forecast"]
+    assert forecast["rate_usd_per_hour"] == pytest.approx(rate, rel=1e-5)
+    assert forecast["resets_at"] == "2026-12-01T00:00:00.000Z"  # the monthly period's end
+    assert forecast["before_reset"] is False  # $50 at cents an hour: years, not weeks
+
+    # nearly all of it spent by the admin (not a settled line: the pace is unchanged)
+    left = Decimal("0.001")
+    body = {"budget_spent": float(Decimal(str(view["budget_total"])) - left)}
+    assert (await client.post("/api/budget/agent-1", json=body, headers=ADMIN)).ok
+    view = await (await client.get("/api/spend/agent-1", headers=ADMIN)).json()
+    forecast = view["forecast"]
+    runs_out = datetime.fromisoformat(forecast["runs_out_at"])
+    assert Decimal(str(view["budget_remaining"])) == left
+    expected = clock.now + timedelta(hours=float(left) / rate)
+    assert abs((runs_out - expected).total_seconds()) < 0.01
+    assert forecast["before_reset"] is True
+
+    clock.now += timedelta(hours=40)  # quiet for 40 half-lives: no pace left to project
+    forecast = (await (await client.get("/api/spend", headers=ADMIN)).json())["agents"]
+    assert forecast["agent-1"]["forecast"]["before_reset"] is False
+    assert forecast["agent-1"]["forecast"]["runs_out_at"] is None
+    assert forecast["default"]["forecast"]["rate_usd_per_hour"] == 0  # never spent

@@ -70,7 +70,7 @@ class Forecast:
 
     def view(self) -> dict[str, object]:
         return {
-            "rate_usd_per_hour": round(self.rate_usd_per_hour, 6),
+            "rate_usd_per_hour": float(f"{self.rate_usd_per_hour:.6g}"),  # 6 figures, tiny too
             "runs_out_at": _iso(self.runs_out_at),
             "before_reset": self.before_reset,
             "resets_at": _iso(self.resets_at),

@@ -70,6 +70,9 @@ def _view(gate: Gate, agent_id: str) -> dict[str, Any]:
     policy = gate.config.agents.get(agent_id)
     if policy is not None:  # its rate limits and what is left of them now
         view["rate_limits"] = gate.limits.view(policy, gate.config.limits)
+    remaining = view["budget_remaining"]
+    resets_at = gate.ledger.resets_at(agent_id)
+    view["forecast"] = gate.paces.forecast(agent_id, remaining, resets_at).view()
     return view
 
 

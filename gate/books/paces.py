@@ -1,0 +1,42 @@
+"""Each agent's recent spend pace, fed by the ledger's settled lines, and the forecast
+of when its budget runs out at that pace (`gate.core.forecast` decides; this keeps the
+one small `Pace` per agent it needs). In memory: after a restart the pace starts again
+from the next settled line."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from gate.core.clock import Clock, utc_now
+from gate.core.cost import to_decimal
+from gate.core.forecast import Forecast, Pace, project, start
+
+
+class Paces:
+    def __init__(self, clock: Clock = utc_now) -> None:
+        self.clock = clock
+        self._paces: dict[str, Pace] = {}
+
+    def request_line(self, line: Mapping[str, Any], refused: bool) -> None:
+        """A `Ledger.line_observers` hook: a settled line's cost adds to its agent's
+        pace (refusals cost nothing and are not looked at)."""
+        if refused:
+            return
+        agent_id, cost = line.get("agent_id"), to_decimal(line.get("cost"))
+        if not isinstance(agent_id, str) or cost is None or cost <= 0:
+            return
+        now = self.clock()
+        pace = self._paces.get(agent_id)
+        self._paces[agent_id] = start(cost, now) if pace is None else pace.add(cost, now)
+
+    def forecast(self, agent_id: str, remaining: Decimal | None, resets_at: str | None) -> Forecast:
+        """When `remaining` (None: unlimited) runs out at the agent's pace; `resets_at` is
+        the period's end as the ledger writes it (None: `never`)."""
+        now = self.clock()
+        pace = self._paces.get(agent_id)
+        rate = 0.0 if pace is None else pace.rate_usd_per_hour(now)
+        reset = None if resets_at is None else datetime.fromisoformat(resets_at)
+        return project(rate, remaining, now, reset)
