@@ -13,7 +13,7 @@ from aiohttp import web
 
 from gate.config import ConfigError, parse_config
 from gate.context import GATE
-from gate.ops.alerts import Alert, webhook_body
+from gate.ops.webhook import Alert, webhook_body
 from mock_upstream import Fault
 
 from .support import Settlements, agent, chat, make_config, raw_config
@@ -192,6 +192,52 @@ async def test_a_new_period_re_arms_and_a_restart_re_sends_nothing(
     assert [a["kind"] for a in await listed(client)] == ["budget_fraction", "tier_drop"]
     bodies = await receiver.wait(4)
     assert len(bodies) == 4 and "agent-2 has spent 50%" in bodies[2]["text"]
+
+
+async def test_a_pace_that_runs_out_before_the_reset_alerts_once(
+    start_gate, mock, receiver, tmp_path
+) -> None:
+    now = [datetime(2025, 3, 10, 12, tzinfo=UTC)]  # twelve hours before agent-3's reset
+    tiers = [{"name": "premium", "threshold": 0.0, "models": ["anthropic/claude-sonnet-4.5"]}]
+    agents = {"agent-3": agent(1, period="daily", tiers=tiers)}
+    cfg = make_config(
+        tmp_path, mock.base_url, agents, admin_token=TOKEN, alerts={"webhook_url": receiver.url}
+    )
+    client = await start_gate(cfg, clock=lambda: now[0])
+    agent_3 = {"X-Agent-ID": "agent-3"}
+
+    async def forecast() -> dict[str, Any]:
+        view = await (await client.get("/api/spend/agent-3", headers=ADMIN)).json()
+        return {**view["forecast"], "spent": view["budget_spent"]}
+
+    seen = []
+    for _ in range(20):  # about $0.015 a request: the pace climbs with every one
+        mock.state.faults.append(Fault(chunks=1000))
+        assert (await client.post(CHAT, json=chat(), headers=agent_3)).status == 200
+        seen.append((await forecast(), [a["kind"] for a in await listed(client)]))
+        if seen[-1][0]["before_reset"]:
+            break
+    first, kinds = seen[-1]
+    assert first["before_reset"] is True and len(seen) > 1  # crossed, not there at once
+    assert all(not f["before_reset"] and k == [] for f, k in seen[:-1])  # no early alert
+    assert kinds == ["budget_forecast"]  # at the crossing: before any spend threshold
+    assert first["spent"] < 0.5
+    [alert] = await listed(client)
+    assert alert["message"].startswith(
+        f"at this pace agent-3 runs out at {first['runs_out_at'][:10]} "
+        f"{first['runs_out_at'][11:16]} UTC, before its reset at 2025-03-11 00:00 UTC"
+    )
+    assert alert["details"]["before_reset"] is True
+    [body] = await receiver.wait(1)
+    assert "at this pace agent-3 runs out" in body["text"]
+
+    mock.state.faults.append(Fault(chunks=1000))  # faster still: said once a period
+    assert (await client.post(CHAT, json=chat(), headers=agent_3)).status == 200
+    assert [a["kind"] for a in await listed(client)] == ["budget_forecast"]
+    assert (await client.post("/api/reset/agent-3", headers=ADMIN)).status == 200
+    mock.state.faults.append(Fault(chunks=1000))  # a reset re-arms: the pace is still fast
+    assert (await client.post(CHAT, json=chat(), headers=agent_3)).status == 200
+    assert [a["kind"] for a in await listed(client)] == ["budget_forecast"] * 2
 
 
 # --- upstream and the spend log ---------------------------------------------------------------

@@ -12,6 +12,9 @@ What fires (each once per crossing):
 - `upstream_credits`: OpenRouter answered 402 without Retry-After (credits gone);
 - `upstream_rate_limited`: `rate_limit_storm_count` upstream 429s within
   `rate_limit_storm_seconds`;
+- `budget_forecast`: at its recent pace (`gate.books.paces`) an agent's budget runs out
+  before its period resets — once a period (re-armed by a reset, a budget change or a new
+  period), before any threshold need be reached;
 - `loop_detected`: the runaway breaker refused an agent's request (once per episode:
   `gate.core.loops`);
 - `spend_log_failing` / `spend_log_recovered`.
@@ -31,60 +34,23 @@ import asyncio
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
-
-import aiohttp
 
 from gate.books.accounts import Account
 from gate.context import Gate
 from gate.core.clock import Clock, iso
 from gate.core.loops import SAME_REQUEST, Loop
 from gate.core.router import choose_tier
-from gate.upstream.client import backoff_delay, retry_after_seconds
+from gate.ops.webhook import Alert, deliver
 
 log = logging.getLogger(__name__)
 
 RECENT = 200  # alerts kept for /api/alerts
 QUEUE_LIMIT = 1000  # undelivered alerts kept while the webhook is down; the oldest go first
-NAME = "Execwall OR Gate"
 RE_ARMING = frozenset({"budget", "reset", "period", "policy"})  # may lift an agent off its cap
-
-
-@dataclass(slots=True)
-class Alert:
-    id: int
-    ts: str
-    kind: str
-    message: str
-    agent_id: str | None = None
-    details: dict[str, Any] = field(default_factory=dict)
-    delivery: str = "pending"  # pending | sent | failed | dropped | not_configured
-    attempts: int = 0
-    error: str | None = None
-
-    def view(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "ts": self.ts,
-            "kind": self.kind,
-            "agent_id": self.agent_id,
-            "message": self.message,
-            "details": self.details,
-            "delivery": self.delivery,
-            "attempts": self.attempts,
-            "error": self.error,
-        }
-
-
-def webhook_body(alert: Alert, fmt: str) -> dict[str, Any]:
-    """Slack's incoming-webhook body, or Discord's (which would ping nobody)."""
-    text = f"[{NAME}] {alert.message}"
-    if fmt == "discord":
-        return {"content": text[:2000], "allowed_mentions": {"parse": []}}
-    escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return {"text": escaped}
 
 
 @dataclass(slots=True)
@@ -92,10 +58,15 @@ class _Levels:
     fractions: int  # how many of spent_fractions have been reported
     tier: int  # index of the lowest tier reported (0: the top one)
     capped: bool  # a refusal at the cap has been reported
+    pace: bool = False  # a projection running out before the reset has been reported
 
 
 def _usd(amount: Decimal) -> str:
     return f"${amount:,.2f}"
+
+
+def _when(moment: datetime | None) -> str:
+    return "-" if moment is None else moment.strftime("%Y-%m-%d %H:%M UTC")
 
 
 class Alerter:
@@ -152,6 +123,10 @@ class Alerter:
             )
         elif change in RE_ARMING and not exhausted:
             seen.capped = False
+        if change in RE_ARMING:
+            seen.pace = False  # a new period, a reset, a new budget: a new projection
+        elif change == "settle" and not seen.pace and not exhausted:
+            seen.pace = self._pace_alert(agent_id, acct)
 
     def upstream_answer(self, status: int, retry_after: float | None) -> None:
         if status == 200:
@@ -244,6 +219,25 @@ class Alerter:
             budget_spent=acct.spent,
         )
 
+    def _pace_alert(self, agent_id: str, acct: Account) -> bool:
+        """Whether the agent's pace (`gate.books.paces`) runs its budget out before the
+        period resets; if so, said once, before any threshold need be reached."""
+        resets_at = self._gate.ledger.resets_at(agent_id)
+        if resets_at is None:  # `never`: there is no reset to run out before
+            return False
+        forecast = self._gate.paces.forecast(agent_id, acct.remaining, resets_at)
+        if not forecast.before_reset or forecast.runs_out_at is None:
+            return False
+        self._fire(
+            "budget_forecast",
+            f"at this pace {agent_id} runs out at {_when(forecast.runs_out_at)}, before its "
+            f"reset at {_when(forecast.resets_at)} ({_usd(acct.spent)} of "
+            f"{_usd(acct.budget_total)} spent, {forecast.rate_usd_per_hour:.4g} $/h)",
+            agent_id,
+            **forecast.view(),
+        )
+        return True
+
     def _tier_alert(self, agent_id: str, acct: Account, index: int) -> None:
         tiers = acct.policy.tiers
         tier = tiers[index]
@@ -279,34 +273,4 @@ class Alerter:
             while not self._queue:
                 self._wakeup.clear()
                 await self._wakeup.wait()
-            await self._deliver(self._queue.popleft())
-
-    async def _deliver(self, alert: Alert) -> None:
-        retry = self._gate.config.retry
-        for attempt in range(retry.max_retries + 1):
-            cfg = self._gate.config.alerts  # a reload may change the hook between tries
-            if cfg.webhook_url is None:
-                alert.delivery = "not_configured"
-                return
-            alert.attempts += 1
-            retry_after = None
-            try:
-                async with self._gate.upstream.session.post(
-                    cfg.webhook_url,
-                    json=webhook_body(alert, cfg.format),
-                    allow_redirects=False,
-                    timeout=aiohttp.ClientTimeout(total=cfg.timeout_seconds),
-                ) as resp:
-                    if resp.status < 300:
-                        alert.delivery, alert.error = "sent", None
-                        return
-                    alert.error = f"webhook answered {resp.status}"
-                    retry_after = retry_after_seconds(resp.headers.get("Retry-After"))
-                    if resp.status < 500 and resp.status not in (408, 429):
-                        break  # a wrong URL or body: trying again will not help
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                alert.error = f"webhook unreachable ({type(exc).__name__})"
-            if attempt < retry.max_retries:
-                await asyncio.sleep(backoff_delay(retry, attempt, retry_after))
-        alert.delivery = "failed"
-        log.warning("alert %d (%s) not delivered: %s", alert.id, alert.kind, alert.error)
+            await deliver(self._gate, self._queue.popleft())
