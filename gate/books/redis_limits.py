@@ -6,7 +6,7 @@ ms, member: `id|amount`) so every instance on one Redis counts into the same win
 in one atomic step; `CORRECT` swaps one entry's amount (tokens settled, or 0 for a
 request refused later), and does nothing once the entry left its window. Each key
 expires one window after its newest entry, so nothing outlives the minute it counts.
-Not wired into admission yet (see README).
+Used by `gate.http.limits` (through `gate.http.limits_shared`) on the Redis store.
 """
 
 from __future__ import annotations
