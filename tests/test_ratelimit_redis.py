@@ -47,7 +47,9 @@ async def test_two_clients_share_one_window(redis_server: RedisServer) -> None:
             if r.blocked:
                 assert r.waits_ms[0] == oldest + 60_000 - (now + i)
         assert refused[0].used == [10]
-        later = await windows[1].admit(check, now + 60_000, "late")
+        # once the oldest admitted entry left its window (the burst interleaves across
+        # the two connections, so it need not be the first sent), one more fits
+        later = await windows[1].admit(check, oldest + 60_000, "late")
         assert not later.blocked and later.used == [10]
     finally:
         await one.aclose()
@@ -75,7 +77,7 @@ def shared_config(tmp_path: Path, name: str, base_url: str, server: RedisServer)
     home.mkdir()
     agents = {"agent-1": agent(requests_per_minute=5), "default": agent(5)}
     store = {"backend": "redis", "url": server.url}
-    return make_config(home, base_url, agents, spend_store=store)
+    return make_config(home, base_url, agents, spend_store=store, admin_token="t0k")
 
 
 async def _post(client: Any, agent_id: str) -> tuple[int, dict[str, str], bytes]:
@@ -105,6 +107,12 @@ async def test_two_gates_on_one_redis_share_requests_per_minute(
     assert remaining == [0, 1, 2, 3, 4]  # each admission saw the others' counts
     status, _, _ = await _post(two, "default")  # another agent is not limited
     assert status == 200
+    for instance in (one, two):  # the admin API shows the shared window, on either
+        resp = await instance.get("/api/spend/agent-1", headers={"Authorization": "Bearer t0k"})
+        shown = (await resp.json())["rate_limits"]
+        assert shown["requests_per_minute"] == 5 and shown["requests_remaining"] == 0
+        assert 0 < shown["requests_reset_seconds"] <= 60
+        assert shown["tokens_per_minute"] is None
     refused = [
         r
         for name in ("one", "two")

@@ -12,6 +12,7 @@ instance on it.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from gate.context import Gate
 
 FREE_SUFFIX = ":free"
+KINDS = ("requests", "tokens")
 
 
 @dataclass(slots=True)
@@ -139,17 +141,37 @@ class RateLimits:
         tier = ledger.current_tier(policy.agent_id)
         return tier is not None and any(m.endswith(FREE_SUFFIX) for m in tier.models)
 
+    async def refresh(self, policies: Iterable[AgentPolicy], cfg: LimitsConfig) -> None:
+        """On the Redis store: read every instance's counts, for `view`."""
+        if self.shared is not None:
+            keys = [
+                self.shared.prefix + _key(name, policy.agent_id)
+                for policy in policies
+                for name, limit in zip(KINDS, limits_of(policy, cfg), strict=True)
+                if limit
+            ]
+            await self.shared.refresh(keys, round(self.clock().timestamp() * 1000))
+
     def view(self, policy: AgentPolicy, cfg: LimitsConfig) -> dict[str, Any]:
-        """The agent's limits and what is left of them now, for the admin API."""
-        rpm, tpm = limits_of(policy, cfg)
+        """The agent's limits and what is left of them now, for the admin API (on the
+        Redis store: as `refresh` last read them)."""
+        limits = limits_of(policy, cfg)
         now = self.clock().timestamp()
         out: dict[str, Any] = {}
-        kinds = (("requests", rpm, self.requests), ("tokens", tpm, self.tokens))
-        for name, limit, windows in kinds:
-            window = windows.get(policy.agent_id) or Window()
+        for name, limit in zip(KINDS, limits, strict=True):
+            remaining: int | None = None
+            reset: float | None = None
+            if limit and self.shared is not None:
+                key = self.shared.prefix + _key(name, policy.agent_id)
+                used, empty_at = self.shared.seen.get(key, (0, 0))
+                remaining, reset = max(limit - used, 0), max(empty_at / 1000 - now, 0.0)
+            elif limit:
+                windows = self.requests if name == "requests" else self.tokens
+                window = windows.get(policy.agent_id) or Window()
+                remaining, reset = window.remaining(now, limit), window.reset_in(now)
             out[f"{name}_per_minute"] = limit or None
-            out[f"{name}_remaining"] = window.remaining(now, limit) if limit else None
-            out[f"{name}_reset_seconds"] = round(window.reset_in(now), 3) if limit else None
+            out[f"{name}_remaining"] = remaining
+            out[f"{name}_reset_seconds"] = None if reset is None else round(reset, 3)
         return out
 
 

@@ -55,6 +55,7 @@ class SharedLimits:
     prefix: str  # the spend store's key prefix
     open: bool = False  # on_store_error "open": Redis away, this instance's windows decide
     pending: set[asyncio.Task[Any]] = field(default_factory=set)
+    seen: dict[str, tuple[int, int]] = field(default_factory=dict)  # key -> usage, for views
 
     async def admit(self, checks: list[Check], now_ms: int) -> tuple[Counted, str] | None:
         """Count the request in every window or in none. Redis away: the store's 503, or
@@ -66,6 +67,17 @@ class SharedLimits:
             if self.open:
                 return None
             raise store_unavailable(f"redis unreachable: {type(exc).__name__}") from None
+
+    async def refresh(self, keys: list[str], now_ms: int) -> None:
+        """Read what every instance counted in `keys` into `seen` (kept as it was when
+        Redis cannot answer)."""
+        if not keys:
+            return
+        try:
+            usage = await self.windows.usage(keys, now_ms)
+        except (RedisError, OSError):
+            return
+        self.seen.update(zip(keys, usage, strict=True))
 
     def spawn(self, work: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.ensure_future(work)
