@@ -180,3 +180,22 @@ async def test_redis_away_answers_the_stores_503(
     assert status == 503 and b'"spend_store_unavailable"' in body
     assert headers["Retry-After"] == "5"
     assert mock.state.chat_count() == 0
+
+
+async def test_open_mode_counts_in_this_instance_while_redis_is_away(
+    start_gate, mock, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    agents = {"agent-1": agent(requests_per_minute=2)}
+    store = {"backend": "redis", "url": redis_server.url, "on_store_error": "open"}
+    cfg = make_config(tmp_path, mock.base_url, agents, spend_store=store)
+    await rebuild(cfg, [])
+    gate = await start_gate(cfg)
+    await redis_server.stop()
+    statuses = [(await _post(gate, "agent-1"))[0] for _ in range(3)]
+    assert statuses == [200, 200, 429]  # admitted, and still limited, by its own windows
+    assert mock.state.chat_count() == 2
+    ledger = gate.app[GATE].ledger
+    await redis_server.start()  # back (empty): rebuilt from the log, the books catch up
+    await ledger.spend_log.flush()
+    await rebuild(cfg, [cfg.spend_log])
+    await asyncio.wait_for(ledger.all_settled(), 10)
