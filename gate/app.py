@@ -15,6 +15,7 @@ from gate.books.ledger import Ledger
 from gate.books.paces import Paces
 from gate.books.reconcile import reconcile_open_holds, recover_expired_holds
 from gate.books.redis_connect import redacted
+from gate.books.redis_limits import RedisWindows
 from gate.books.redis_store import RedisLedger
 from gate.books.refusals import flush_every
 from gate.books.spendlog import SpendLog, last_snapshot_offset, read_records
@@ -31,6 +32,7 @@ from gate.http.errors import (
     type_for_status,
 )
 from gate.http.limits import RateLimits
+from gate.http.limits_shared import SharedLimits
 from gate.http.openapi import openapi
 from gate.http.origin import door_middleware
 from gate.http.surface import add_inference_routes
@@ -99,7 +101,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
                 metrics=Metrics(cfg.agents),
                 key_status=key_status,
                 sinks=sinks,
-                limits=RateLimits(app[CLOCK]),
+                limits=RateLimits(app[CLOCK], shared=_shared_limits(ledger)),
                 paces=Paces(app[CLOCK]),
             )
             app[GATE] = gate
@@ -121,6 +123,8 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
             finally:
                 if gate.orphans:  # relays still billing a client that left
                     await asyncio.wait(gate.orphans, timeout=cfg.openrouter.drain_timeout_seconds)
+                if gate.limits.shared is not None:  # corrections still going out to Redis
+                    await gate.limits.shared.drain()
                 for task in tasks:
                     task.cancel()
                 for task in tasks:
@@ -149,6 +153,16 @@ async def _open_ledger(cfg: GateConfig, spend_log: SpendLog, clock: Clock) -> Le
     if count > SNAPSHOT_AT_START:
         ledger.write_snapshot()  # the next start replays from here
     return ledger
+
+
+def _shared_limits(ledger: Ledger) -> SharedLimits | None:
+    """On the Redis store the rate limits are counted there, shared by every instance."""
+    if not isinstance(ledger, RedisLedger):
+        return None
+    store = ledger.store
+    return SharedLimits(
+        RedisWindows(ledger.client), store.key_prefix, open=store.on_store_error == "open"
+    )
 
 
 def _replay(ledger: Ledger, path: Path) -> int:

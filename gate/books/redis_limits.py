@@ -6,7 +6,7 @@ ms, member: `id|amount`) so every instance on one Redis counts into the same win
 in one atomic step; `CORRECT` swaps one entry's amount (tokens settled, or 0 for a
 request refused later), and does nothing once the entry left its window. Each key
 expires one window after its newest entry, so nothing outlives the minute it counts.
-Not wired into admission yet (see README).
+Used by `gate.http.limits` (through `gate.http.limits_shared`) on the Redis store.
 """
 
 from __future__ import annotations
@@ -91,6 +91,7 @@ class Counted:
 class RedisWindows:
     def __init__(self, client: Redis, window_ms: int = 60_000) -> None:
         self.window_ms = window_ms
+        self._client = client
         self._admit = client.register_script(ADMIT)
         self._correct = client.register_script(CORRECT)
 
@@ -104,3 +105,22 @@ class RedisWindows:
 
     async def correct(self, key: str, entry_id: str, old: int, new: int) -> bool:
         return bool(await self._correct(keys=[key], args=[entry_id, old, new]))
+
+    async def usage(self, keys: list[str], now_ms: int) -> list[tuple[int, int]]:
+        """Per key, read only: the amount in its window now, and when (ms since the
+        epoch) the window is empty again (0: it is)."""
+        low = f"({now_ms - self.window_ms}"
+        async with self._client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.zrangebyscore(key, low, "+inf", withscores=True)
+            replies = await pipe.execute()
+        out = []
+        for entries in replies:
+            used = sum(int(_text(member).rsplit("|", 1)[1]) for member, _ in entries)
+            empty_at = int(entries[-1][1]) + self.window_ms if entries else 0
+            out.append((used, empty_at))
+        return out
+
+
+def _text(member: str | bytes) -> str:
+    return member.decode() if isinstance(member, bytes) else member

@@ -144,6 +144,11 @@ class RedisLedger(Ledger):
         await self._client.aclose()
 
     @property
+    def client(self) -> Redis:
+        """The Redis client, for what else the instances share there (rate limits)."""
+        return self._client
+
+    @property
     def store_error(self) -> str | None:
         return self._error
 

@@ -113,6 +113,7 @@ async def _fresh(gate: Gate) -> None:
     (that view when the store cannot answer; health says why)."""
     with contextlib.suppress(SpendStoreError):
         await gate.ledger.refresh()
+    await gate.limits.refresh(gate.config.agents.values(), gate.config.limits)
 
 
 async def spend_one(request: web.Request) -> web.Response:

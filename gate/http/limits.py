@@ -4,29 +4,35 @@ Per agent: `requests_per_minute` and `tokens_per_minute` (tokens counted from th
 request's estimate at admission, corrected to the real usage at settlement). Across all
 agents: OpenRouter's own limit on `:free` models (20 requests a minute per key), so a
 free-model storm is refused here rather than upstream. The windows live in `RateLimits`,
-owned by the gate (`Gate.limits`); the arithmetic is `gate.core.ratelimit`'s.
+owned by the gate (`Gate.limits`); the arithmetic is `gate.core.ratelimit`'s. On the
+Redis store the same windows live in Redis (`gate.http.limits_shared`), shared by every
+instance on it.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from gate.books.accounts import Account
 from gate.books.ledger import Ledger
+from gate.books.redis_limits import Check
 from gate.config import AgentPolicy, GateConfig, LimitsConfig
 from gate.core.clock import Clock, iso, utc_now
 from gate.core.periods import period_end
 from gate.core.ratelimit import Entry, Window, duration
 from gate.http.demand import Demand
 from gate.http.errors import RATE_LIMITED, GateError
+from gate.http.limits_shared import SharedLimits, SharedTicket, shared_headers, wait_seconds
 
 if TYPE_CHECKING:
     from gate.context import Gate
 
 FREE_SUFFIX = ":free"
+KINDS = ("requests", "tokens")
 
 
 @dataclass(slots=True)
@@ -36,12 +42,17 @@ class Ticket:
     counted: list[tuple[Window, Entry]]
     tokens: tuple[Window, Entry] | None
     headers: dict[str, str]
+    shared: SharedTicket | None = None  # on the Redis store: counted there instead
 
     def settled(self, tokens: int) -> None:
-        if self.tokens is not None:
+        if self.shared is not None:
+            self.shared.settled(tokens)
+        elif self.tokens is not None:
             self.tokens[0].correct(self.tokens[1], tokens)
 
     def cancel(self) -> None:
+        if self.shared is not None:
+            self.shared.cancel()
         for window, entry in self.counted:
             window.correct(entry, 0)
 
@@ -53,8 +64,9 @@ class RateLimits:
     tokens: dict[str, Window] = field(default_factory=dict)
     free: Window = field(default_factory=Window)  # every agent's :free requests together
     _free_policy: dict[str, tuple[AgentPolicy, bool]] = field(default_factory=dict)
+    shared: SharedLimits | None = None  # the Redis store's windows, shared by instances
 
-    def admit(
+    async def admit(
         self, ledger: Ledger, policy: AgentPolicy, config: GateConfig, demand: Demand
     ) -> Ticket | None:
         """Count the request, or raise 429 `rate_limit_exceeded` with when it will fit.
@@ -68,11 +80,16 @@ class RateLimits:
             return None
         now = self.clock().timestamp()
         agent_id = policy.agent_id
+        # as the hold estimates it: the prompt, and the completion it allows
+        estimate = demand.prompt_tokens + (demand.max_tokens or config.holds.default_max_tokens)
+        if self.shared is not None:
+            ticket = await self._admit_shared(agent_id, rpm, tpm, free, estimate, now)
+            if ticket is not None:
+                return ticket
         checks: list[tuple[str, Window, int, int]] = []
         if rpm:
             checks.append(("requests", self.requests.setdefault(agent_id, Window()), rpm, 1))
-        if tpm:  # as the hold estimates it: the prompt, and the completion it allows
-            estimate = demand.prompt_tokens + (demand.max_tokens or config.holds.default_max_tokens)
+        if tpm:
             checks.append(("tokens", self.tokens.setdefault(agent_id, Window()), tpm, estimate))
         if free:
             checks.append((FREE_SUFFIX, self.free, free, 1))
@@ -84,6 +101,33 @@ class RateLimits:
         counted = [(w, w.add(now, n)) for _, w, _, n in checks]
         tokens = counted[1 if rpm else 0] if tpm else None
         return Ticket(counted, tokens, _headers(checks, now, 1))
+
+    async def _admit_shared(
+        self, agent_id: str, rpm: int, tpm: int, free: int, estimate: int, now: float
+    ) -> Ticket | None:
+        """The same checks in the windows every instance shares: one ADMIT call. None:
+        Redis is away and the store is open (this instance's windows decide)."""
+        shared = self.shared
+        assert shared is not None
+        wanted = [("requests", rpm, 1), ("tokens", tpm, estimate), (FREE_SUFFIX, free, 1)]
+        used = [(name, limit, n) for name, limit, n in wanted if limit]
+        checks = [Check(shared.prefix + _key(name, agent_id), lim, n) for name, lim, n in used]
+        answer = await shared.admit(checks, round(now * 1000))
+        if answer is None:
+            return None
+        counted, entry_id = answer
+        names, limits = [u[0] for u in used], [u[1] for u in used]
+        if counted.blocked:
+            blocked = [
+                (w / 1000, name, limit)
+                for w, (name, limit, _) in zip(counted.waits_ms, used, strict=True)
+                if w > 0
+            ]
+            headers = shared_headers(names, limits, counted, False)
+            raise _refusal(agent_id, blocked, wait_seconds(counted), headers)
+        tokens = names.index("tokens") if tpm else None
+        ticket = SharedTicket(shared, entry_id, checks, [c.amount for c in checks], tokens)
+        return Ticket([], None, shared_headers(names, limits, counted, True), ticket)
 
     def _may_use_free(self, ledger: Ledger, policy: AgentPolicy) -> bool:
         """Whether the agent's current tier may send the request to a `:free` model.
@@ -97,18 +141,43 @@ class RateLimits:
         tier = ledger.current_tier(policy.agent_id)
         return tier is not None and any(m.endswith(FREE_SUFFIX) for m in tier.models)
 
+    async def refresh(self, policies: Iterable[AgentPolicy], cfg: LimitsConfig) -> None:
+        """On the Redis store: read every instance's counts, for `view`."""
+        if self.shared is not None:
+            keys = [
+                self.shared.prefix + _key(name, policy.agent_id)
+                for policy in policies
+                for name, limit in zip(KINDS, limits_of(policy, cfg), strict=True)
+                if limit
+            ]
+            await self.shared.refresh(keys, round(self.clock().timestamp() * 1000))
+
     def view(self, policy: AgentPolicy, cfg: LimitsConfig) -> dict[str, Any]:
-        """The agent's limits and what is left of them now, for the admin API."""
-        rpm, tpm = limits_of(policy, cfg)
+        """The agent's limits and what is left of them now, for the admin API (on the
+        Redis store: as `refresh` last read them)."""
+        limits = limits_of(policy, cfg)
         now = self.clock().timestamp()
         out: dict[str, Any] = {}
-        kinds = (("requests", rpm, self.requests), ("tokens", tpm, self.tokens))
-        for name, limit, windows in kinds:
-            window = windows.get(policy.agent_id) or Window()
+        for name, limit in zip(KINDS, limits, strict=True):
+            remaining: int | None = None
+            reset: float | None = None
+            if limit and self.shared is not None:
+                key = self.shared.prefix + _key(name, policy.agent_id)
+                used, empty_at = self.shared.seen.get(key, (0, 0))
+                remaining, reset = max(limit - used, 0), max(empty_at / 1000 - now, 0.0)
+            elif limit:
+                windows = self.requests if name == "requests" else self.tokens
+                window = windows.get(policy.agent_id) or Window()
+                remaining, reset = window.remaining(now, limit), window.reset_in(now)
             out[f"{name}_per_minute"] = limit or None
-            out[f"{name}_remaining"] = window.remaining(now, limit) if limit else None
-            out[f"{name}_reset_seconds"] = round(window.reset_in(now), 3) if limit else None
+            out[f"{name}_remaining"] = remaining
+            out[f"{name}_reset_seconds"] = None if reset is None else round(reset, 3)
         return out
+
+
+def _key(name: str, agent_id: str) -> str:
+    """A shared window's key under the store's prefix."""
+    return "limit:free" if name == FREE_SUFFIX else f"limit:{name}:{agent_id}"
 
 
 def limits_of(policy: AgentPolicy, cfg: LimitsConfig) -> tuple[int, int]:

@@ -82,7 +82,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         if spend_log.error is not None:
             raise log_unavailable(spend_log.error)
         gate.breaker.check(caller.policy, body, line)  # a runaway loop: 429 (gate.core.loops)
-        ticket = gate.limits.admit(gate.ledger, caller.policy, cfg, demand)  # 429 past a limit
+        # 429 past a limit; on the Redis store one script call, shared by every instance
+        ticket = await gate.limits.admit(gate.ledger, caller.policy, cfg, demand)
         slot = gate.slots.take(  # synchronously: a burst cannot pass the check together
             caller.policy.agent_id,
             cfg.limits.max_concurrent_upstream,
