@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import struct
 import subprocess
 import zlib
@@ -266,7 +267,8 @@ async def test_dashboard_in_chromium(
     # With it (given once in the fragment), the DOM says exactly what /api/spend says.
     url = f"{base}#token={TOKEN}"
     dom = Dom()
-    dom.feed(await browse(chromium, tmp_path / "p1", url, "--dump-dom"))
+    dumped = await browse(chromium, tmp_path / "p1", url, "--dump-dom")
+    dom.feed(dumped)
     png_path = tmp_path / "dashboard.png"
     await browse(chromium, tmp_path / "p2", url, f"--screenshot={png_path}")
     print(f"\ndashboard screenshot: {png_path}")
@@ -290,6 +292,23 @@ async def test_dashboard_in_chromium(
     assert dom.agents["delta"]["refused"] == "1 refused (1 by budget)"
     assert dom.agents["alpha"]["today"].endswith("in 1 request")
     assert dom.alert_ids == [a["id"] for a in alerts[:10]] and alerts
+
+    # Under each bar the tier marks, where premium turns to mid (20 % spent) and mid to
+    # economy (70 %); beside it the period's spend with the forecast line on to the reset.
+    rows = re.split(r'<div class="agent[^"]*" data-agent="', dumped)[1:]
+    assert [r.split('"', 1)[0] for r in rows] == sorted(FRACTIONS)
+    for agent_id, row_html in zip(sorted(FRACTIONS), rows, strict=True):
+        marks = [
+            float(m) for m in re.findall(r'<line x1="[^"]*"[^>]*data-fraction="([^"]+)"', row_html)
+        ]
+        assert marks == pytest.approx([0.2, 0.7]), (agent_id, marks)
+        assert '<svg class="chart"' in row_html and 'class="spend"' in row_html
+        [until] = re.findall(r'class="forecast"[^>]*data-until="(\d+)"', row_html)
+        resets_at = datetime.fromisoformat(spend[agent_id]["forecast"]["resets_at"])
+        if agent_id == "delta":
+            assert "used up" in row_html
+        else:  # cents a month at this pace: the line runs on to the reset
+            assert int(until) == int(resets_at.timestamp() * 1000), agent_id
 
     # The screenshot: one bar per agent, in order, each as long as its fraction.
     measured = bars(png_path.read_bytes())

@@ -170,4 +170,6 @@ def account_view(agent_id: str, acct: Account) -> dict[str, Any]:
         "budget_source": policy.budget_source,
         "tier": tier.name if tier else None,
         "models_allowed": list(tier.models) if tier else [],
+        # where each tier starts, as a fraction of the budget left (the dashboard's marks)
+        "tier_thresholds": [{"name": t.name, "threshold": t.threshold} for t in policy.tiers],
     }

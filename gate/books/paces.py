@@ -14,11 +14,14 @@ from gate.core.clock import Clock, utc_now
 from gate.core.cost import to_decimal
 from gate.core.forecast import Forecast, Pace, project, start
 
+HISTORY_POINTS = 128  # per agent; when full, every other point goes (the shape stays)
+
 
 class Paces:
     def __init__(self, clock: Clock = utc_now) -> None:
         self.clock = clock
         self._paces: dict[str, Pace] = {}
+        self._history: dict[str, list[tuple[str, float]]] = {}
 
     def request_line(self, line: Mapping[str, Any], refused: bool) -> None:
         """A `Ledger.line_observers` hook: a settled line's cost adds to its agent's
@@ -31,6 +34,17 @@ class Paces:
         now = self.clock()
         pace = self._paces.get(agent_id)
         self._paces[agent_id] = start(cost, now) if pace is None else pace.add(cost, now)
+        remaining, ts = to_decimal(line.get("budget_remaining")), line.get("ts")
+        if remaining is not None and isinstance(ts, str):
+            points = self._history.setdefault(agent_id, [])
+            if len(points) >= HISTORY_POINTS:
+                del points[::2]
+            points.append((ts, float(remaining)))
+
+    def history(self, agent_id: str) -> list[tuple[str, float]]:
+        """(ts, budget left) after the agent's settled lines, oldest first, bounded; the
+        dashboard keeps the points of the current period."""
+        return list(self._history.get(agent_id, ()))
 
     def forecast(self, agent_id: str, remaining: Decimal | None, resets_at: str | None) -> Forecast:
         """When `remaining` (None: unlimited) runs out at the agent's pace; `resets_at` is

@@ -230,6 +230,24 @@ SCHEMAS: dict[str, Any] = {
             "budget_source": {"type": "string"},
             "tier": {"type": "string", "nullable": True},
             "models_allowed": {"type": "array", "items": {"type": "string"}},
+            "tier_thresholds": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {"name": {"type": "string"}, "threshold": {"type": "number"}},
+                },
+            },
+            "rate_limits": {"type": "object"},
+            "forecast": {
+                "type": "object",
+                "description": "When the budget runs out at the agent's recent pace.",
+                "properties": {
+                    "rate_usd_per_hour": {"type": "number"},
+                    "runs_out_at": {"type": "string", "nullable": True},
+                    "before_reset": {"type": "boolean"},
+                    "resets_at": {"type": "string", "nullable": True},
+                },
+            },
         },
     },
     "SpendAll": {
@@ -304,6 +322,11 @@ SCHEMAS: dict[str, Any] = {
             "refresh_seconds": {"type": "number"},
             "agents": {"type": "object", "additionalProperties": _ref("DayCounts")},
             "unknown_agents": _ref("DayCounts"),
+            "history": {
+                "type": "object",
+                "description": "Per agent, [ts, budget left] after each settled request.",
+                "additionalProperties": {"type": "array", "items": {"type": "array"}},
+            },
         },
     },
     "UpstreamKey": {
