@@ -20,6 +20,7 @@ from yarl import URL
 
 from gate.config import OpenRouterConfig, RetryConfig
 from gate.upstream.keystatus import KeyStatus
+from gate.upstream.sendmark import sending
 
 log = logging.getLogger(__name__)
 
@@ -123,20 +124,20 @@ class Upstream:
         """POST the chat completion; return the 200 response, unread. Retries what is
         worth retrying; raises UpstreamError or UpstreamUnreachable otherwise.
         `before_send` runs once a connection is ready, before the request is written on
-        it (gate.upstream.sendmark: the session's trace config calls it)."""
+        it (gate.upstream.sendmark: the session's SendMarkConnector calls it)."""
         url = self._chat_url
         attempt = 0
         while True:
             started = time.perf_counter()
             try:
-                resp = await self.session.post(
-                    url,
-                    data=body,
-                    headers=self.headers(authorization),
-                    allow_redirects=False,
-                    timeout=self._timeout,
-                    trace_request_ctx=before_send,
-                )
+                with sending(before_send):
+                    resp = await self.session.post(
+                        url,
+                        data=body,
+                        headers=self.headers(authorization),
+                        allow_redirects=False,
+                        timeout=self._timeout,
+                    )
             except (aiohttp.ClientError, TimeoutError) as exc:
                 # Only a connection that was never made is safe to try again: once the
                 # body may have reached upstream, a second POST could be billed twice.
