@@ -42,7 +42,7 @@ from gate.sinks.postgres import running_sinks
 from gate.upstream.client import Upstream
 from gate.upstream.keystatus import KeyStatus
 from gate.upstream.prices import PriceTable
-from gate.upstream.sendmark import send_mark_trace
+from gate.upstream.sendmark import SendMarkConnector
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +84,11 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     await spend_log.start()
     try:
         ledger = await _open_ledger(cfg, spend_log, app[CLOCK])
-        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
+        connector = SendMarkConnector(limit=0, ttl_dns_cache=300)
         key_status = KeyStatus()
         async with (
             contextlib.aclosing(ledger),  # closed last: settlements still owed go out
-            aiohttp.ClientSession(
-                connector=connector, trace_configs=[send_mark_trace()]
-            ) as session,
+            aiohttp.ClientSession(connector=connector) as session,
             running_sinks(cfg.sinks, spend_log) as sinks,  # closed after the tasks below
         ):
             gate = Gate(

@@ -11,14 +11,16 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
+from yarl import URL
 
 from gate.config import OpenRouterConfig, RetryConfig
 from gate.upstream.keystatus import KeyStatus
+from gate.upstream.sendmark import sending
 
 log = logging.getLogger(__name__)
 
@@ -86,20 +88,31 @@ class Upstream:
     on_answer: AnswerHook | None = None
     key_status: KeyStatus | None = None  # told when upstream rejects the gate's key
 
-    def headers(self, authorization: str) -> dict[str, str]:
-        return {
-            **self.config.headers,
-            "Authorization": authorization,
-            "Content-Type": "application/json",
-        }
+    # Built once per config, not per request: the chat URL (parsed once, not on every
+    # POST), the fixed headers and the timeouts.
+    _chat_url: URL = field(init=False, repr=False, compare=False)
+    _fixed_headers: dict[str, str] = field(init=False, repr=False, compare=False)
+    _timeout: aiohttp.ClientTimeout = field(init=False, repr=False, compare=False)
 
-    def timeout(self) -> aiohttp.ClientTimeout:
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_chat_url", URL(self.config.base_url + "/chat/completions"))
+        object.__setattr__(self, "_fixed_headers", dict(self.config.headers))
         # No total timeout: a long answer is fine; silence between reads is not.
-        return aiohttp.ClientTimeout(
+        timeout = aiohttp.ClientTimeout(
             total=None,
             sock_connect=self.config.connect_timeout_seconds,
             sock_read=self.config.timeout_seconds,
         )
+        object.__setattr__(self, "_timeout", timeout)
+
+    def headers(self, authorization: str) -> dict[str, str]:
+        headers = self._fixed_headers.copy()  # same keys, same order as {**fixed, ...}
+        headers["Authorization"] = authorization
+        headers["Content-Type"] = "application/json"
+        return headers
+
+    def timeout(self) -> aiohttp.ClientTimeout:
+        return self._timeout
 
     async def chat(
         self,
@@ -111,20 +124,20 @@ class Upstream:
         """POST the chat completion; return the 200 response, unread. Retries what is
         worth retrying; raises UpstreamError or UpstreamUnreachable otherwise.
         `before_send` runs once a connection is ready, before the request is written on
-        it (gate.upstream.sendmark: the session's trace config calls it)."""
-        url = self.config.base_url + "/chat/completions"
+        it (gate.upstream.sendmark: the session's SendMarkConnector calls it)."""
+        url = self._chat_url
         attempt = 0
         while True:
             started = time.perf_counter()
             try:
-                resp = await self.session.post(
-                    url,
-                    data=body,
-                    headers=self.headers(authorization),
-                    allow_redirects=False,
-                    timeout=self.timeout(),
-                    trace_request_ctx=before_send,
-                )
+                with sending(before_send):
+                    resp = await self.session.post(
+                        url,
+                        data=body,
+                        headers=self.headers(authorization),
+                        allow_redirects=False,
+                        timeout=self._timeout,
+                    )
             except (aiohttp.ClientError, TimeoutError) as exc:
                 # Only a connection that was never made is safe to try again: once the
                 # body may have reached upstream, a second POST could be billed twice.

@@ -1,0 +1,43 @@
+"""gate.core.jsonfmt.dumps: one encoder made once, byte for byte what `json.dumps` with
+the same options writes; a non-finite number still becomes null."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from gate.books.spendlog import encode_line
+from gate.core.jsonfmt import _default, dumps
+
+SAMPLES: list[Any] = [
+    {"ts": "2026-12-03T12:27:25.123Z", "cost": Decimal("0.000123"), "n": 3, "ok": True},
+    {"nested": {"list": [1, 2.5, None, "é✓"], "d": Decimal("1E+2")}, "empty": {}},
+    ["a", Decimal("-0.5"), [], 1e300],
+    'just a string "quoted"',
+    12,
+]
+
+
+def reference(value: Any, **kwargs: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), default=_default, allow_nan=False, **kwargs)
+
+
+@pytest.mark.parametrize("value", SAMPLES)
+def test_dumps_is_byte_identical_to_json_dumps(value: Any) -> None:
+    assert dumps(value) == reference(value)
+    assert dumps(value, sort_keys=True) == reference(value, sort_keys=True)
+    assert dumps(value) == dumps(value)  # the shared encoder keeps nothing between calls
+
+
+def test_spend_line_is_the_compact_json_and_one_newline() -> None:
+    record = {"event": "settle", "cost": Decimal("0.25"), "agent_id": "agent-1"}
+    assert encode_line(record) == b'{"event":"settle","cost":0.25,"agent_id":"agent-1"}\n'
+
+
+def test_non_finite_becomes_null_on_both_paths() -> None:
+    value = {"a": float("inf"), "b": [Decimal("NaN"), 1], "c": Decimal("1E+400")}
+    assert dumps(value) == '{"a":null,"b":[null,1],"c":null}'
+    assert dumps(value, sort_keys=True) == '{"a":null,"b":[null,1],"c":null}'
