@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from gate.config import GateConfig
 from mock_upstream import MOCK_STATE, MockState
 from mock_upstream import create_app as create_mock_app
 
+from .redis_server import RedisServer, free_port, redis_binary
 from .support import make_config
 
 
@@ -46,3 +47,12 @@ def start_gate(aiohttp_client: Callable[..., Awaitable[TestClient]]) -> GateFact
 @pytest.fixture
 async def gate(start_gate: GateFactory, mock: Mock, tmp_path: Path) -> TestClient:
     return await start_gate(make_config(tmp_path, mock.base_url))
+
+
+@pytest.fixture
+async def redis_server(tmp_path: Path) -> AsyncIterator[RedisServer]:
+    """A redis-server of the test's own on a free port, stopped after it."""
+    server = RedisServer(redis_binary(), free_port(), tmp_path / "redis.log")
+    await server.start()
+    yield server
+    await server.stop()

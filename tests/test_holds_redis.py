@@ -5,7 +5,6 @@ overflow that still happens answers that one request and leaves the store in use
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -20,19 +19,11 @@ from gate.config import GateConfig
 from gate.context import GATE
 from gate.core.clock import utc_now
 
-from .redis_server import RedisServer, free_port, redis_binary
+from .redis_server import RedisServer
 from .support import agent, chat, make_config, spend_lines
 
 D = Decimal
 MILLION = D(10**6)
-
-
-@pytest.fixture
-async def redis_server(tmp_path: Path) -> AsyncIterator[RedisServer]:
-    server = RedisServer(redis_binary(), free_port(), tmp_path / "redis.log")
-    await server.start()
-    yield server
-    await server.stop()
 
 
 def store_config(tmp_path: Path, base_url: str, server: RedisServer, **top: Any) -> GateConfig:

@@ -4,11 +4,9 @@ instances would be) count into one window, atomically."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from redis.asyncio import Redis
 
 from gate.books.redis_limits import Check, RedisWindows
@@ -16,18 +14,10 @@ from gate.books.redis_rebuild import rebuild
 from gate.config import GateConfig
 from gate.context import GATE
 
-from .redis_server import RedisServer, free_port, redis_binary
+from .redis_server import RedisServer
 from .support import agent, chat, make_config, request_lines
 
 CHAT = "/v1/chat/completions"
-
-
-@pytest.fixture
-async def redis_server(tmp_path: Path) -> AsyncIterator[RedisServer]:
-    server = RedisServer(redis_binary(), free_port(), tmp_path / "redis.log")
-    await server.start()
-    yield server
-    await server.stop()
 
 
 async def test_two_clients_share_one_window(redis_server: RedisServer) -> None:

@@ -32,7 +32,7 @@ from gate.core.clock import utc_now
 
 from .procs import Proc, spawn, start_mock
 from .redis_proxy import HoldingProxy
-from .redis_server import RedisServer, free_port, redis_binary
+from .redis_server import RedisServer
 from .support import agent, chat, make_config, raw_config, spend_lines, write_config
 from .test_redis_cluster import run
 from .test_redis_store import ASK, DEFAULTS, Clock, usd
@@ -59,14 +59,6 @@ async def spent_in(url: str, key: str, name: str = "spent") -> Decimal:
         return usd(await client.hget(key, name) or "0")
     finally:
         await client.aclose()
-
-
-@pytest.fixture
-async def redis_server(tmp_path: Path) -> AsyncIterator[RedisServer]:
-    server = RedisServer(redis_binary(), free_port(), tmp_path / "redis.log")
-    await server.start()
-    yield server
-    await server.stop()
 
 
 @pytest.fixture

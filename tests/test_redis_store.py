@@ -20,7 +20,7 @@ from gate.books.spendlog import SpendLog
 from gate.config import GateConfig
 from gate.core.router import Admission
 
-from .redis_server import RedisServer, free_port, redis_binary
+from .redis_server import RedisServer
 from .support import agent, make_config, spend_lines
 
 BUDGET = Decimal("0.01")
@@ -34,14 +34,6 @@ class Clock:
 
     def __call__(self) -> datetime:
         return self.now
-
-
-@pytest.fixture
-async def redis_server(tmp_path: Path) -> AsyncIterator[RedisServer]:
-    server = RedisServer(redis_binary(), free_port(), tmp_path / "redis.log")
-    await server.start()
-    yield server
-    await server.stop()
 
 
 def store_config(tmp_path: Path, server: RedisServer, name: str, **store: Any) -> GateConfig:
