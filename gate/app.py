@@ -23,14 +23,9 @@ from gate.config import GateConfig
 from gate.context import GATE, Gate
 from gate.core.clock import Clock, utc_now
 from gate.http.admin import check_admin, create_admin_app
+from gate.http.apis import for_path
 from gate.http.dashboard import add_dashboard
-from gate.http.errors import (
-    SERVER_ERROR,
-    GateError,
-    error_response,
-    gate_error_response,
-    type_for_status,
-)
+from gate.http.errors import SERVER_ERROR, GateError, type_for_status
 from gate.http.limits import RateLimits
 from gate.http.limits_shared import SharedLimits
 from gate.http.openapi import openapi
@@ -56,19 +51,23 @@ CLOCK: web.AppKey[Clock] = web.AppKey("clock")
 async def error_middleware(
     request: web.Request, handler: aiohttp.typedefs.Handler
 ) -> web.StreamResponse:
-    """Every error the gate answers itself leaves here, in OpenAI's shape."""
+    """Every error the gate answers itself leaves here, in the shape of the API the path
+    belongs to (OpenAI's; Anthropic's for Messages)."""
     try:
         return await handler(request)
     except GateError as err:
-        return gate_error_response(err)
+        api = for_path(request.path)
+        return api.error_response(err.status, err.type, err.message, err.headers, err.extra)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
-        return error_response(exc.status, type_for_status(exc.status), exc.reason, headers)
+        api = for_path(request.path)
+        return api.error_response(exc.status, type_for_status(exc.status), exc.reason, headers)
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(500, SERVER_ERROR, "internal error in the gate")
+        api = for_path(request.path)
+        return api.error_response(500, SERVER_ERROR, "internal error in the gate")
 
 
 async def metrics(request: web.Request) -> web.Response:

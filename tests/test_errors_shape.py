@@ -115,7 +115,7 @@ CASES: list[tuple[str, Case, int]] = [
     ("budget exhausted", exhausted(post_chat(chat())), 402),
     ("budget exhausted, stream", exhausted(post_chat(chat(stream=True))), 402),
     ("unknown agent", post_chat(chat(), {"X-Agent-ID": "stranger"}), 403),
-    ("unknown route", request("GET", "/v1/embeddings"), 404),
+    ("unknown route", request("GET", "/v1/audio/speech"), 404),
     ("unknown root", request("GET", "/favicon.ico"), 404),  # "/" is the dashboard
     ("wrong method", request("GET", CHAT), 405),
     ("wrong method, admin", request("GET", "/api/budget/agent-1"), 405),

@@ -115,6 +115,10 @@ def error_shape(ctx: Any, response: Response, case: Any) -> bool | None:
     body = json.loads(text)
     if case.path == "/api/health":  # degraded health is a 503 with the health body
         return None
+    if case.path.endswith("/v1/messages"):  # Anthropic's shape, its type for the status
+        assert body["type"] == "error" and set(body) == {"type", "error"}, text
+        assert body["error"]["type"] and body["error"]["message"], text
+        return None
     assert set(body) == {"error"}, text
     error = body["error"]
     assert isinstance(error["message"], str) and error["message"], text

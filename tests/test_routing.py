@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from gate.config import AgentPolicy, Tier
+from gate.config.types import MAX_TOKENS_CEILING
 from gate.context import GATE
 from gate.core.cost import (
     ModelPrice,
@@ -32,8 +33,8 @@ from gate.core.router import (
     remaining_fraction,
     upstream_models,
 )
+from gate.http.apis import CHAT, ApiRequest, upstream_body
 from gate.http.errors import GateError
-from gate.http.intake import chat_request, upstream_body
 
 from .support import ECONOMY, MID, PREMIUM, chat, make_config, request_lines, spend_lines
 
@@ -272,6 +273,10 @@ def test_usage_helpers() -> None:
 
 
 # --- the upstream body -------------------------------------------------------------
+
+
+def chat_request(body: dict[str, Any], size: int) -> ApiRequest:
+    return CHAT.read(body, size, MAX_TOKENS_CEILING)
 
 
 def _upstream(

@@ -24,6 +24,7 @@ class Hold:
     # hold line said a send mark would come first, and none came), True once the mark
     # is on disk, None when the log cannot tell (a hold line from before send marks).
     sent: bool | None = None
+    api: str = "chat"  # the inference API it was asked through (`gate.http.apis`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +34,7 @@ class HoldRequest:
     max_tokens: int | None
     extra_usd: Decimal = ZERO  # a per-request charge tokens do not show (an unpriced plugin)
     body: BodyCost = NO_EXTRAS  # choices, reasoning, images, web search: priced on top
+    api: str = "chat"  # which inference API asks (written on its hold line)
 
 
 @dataclass(frozen=True, slots=True)

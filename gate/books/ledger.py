@@ -178,7 +178,7 @@ class Ledger:
                 if decision.status == 402:  # the budget's refusal, not a body too costly
                     self._notify(agent_id, "refused")
                 return decision
-            hold = Hold(request_id, agent_id, decision.hold)
+            hold = Hold(request_id, agent_id, decision.hold, api=ask.api)
             written = self._record_hold(hold, decision.tier.name, now)
             self._sync_held(acct)
         await self._hold_on_disk(hold, written)

@@ -26,6 +26,7 @@ def _of_hold(event: str, hold: Hold, now: datetime) -> dict[str, Any]:
 def hold_line(hold: Hold, tier: str, now: datetime) -> dict[str, Any]:
     return {
         **_of_hold("hold", hold, now),
+        "api": hold.api,  # a crash's recovered line names it too
         "held": hold.amount,
         "tier": tier,
         **({"sent": False} if hold.sent is False else {}),

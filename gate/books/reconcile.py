@@ -46,7 +46,7 @@ async def _reconcile(gate: Gate, hold: Hold) -> bool:
     outcome, the whole hold."""
     line: dict[str, object] = {
         "request_id": hold.request_id,
-        "api": "chat",  # the only API served so far: holds will name theirs with the next
+        "api": hold.api,  # from its hold line (`chat` on lines from before `api`)
         "generation_id": hold.generation_id,
         "agent_id": hold.agent_id,
         "model": None,

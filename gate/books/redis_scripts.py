@@ -38,11 +38,14 @@ def from_units(units: object) -> Decimal:
     return value.quantize(Decimal(1)) if value.as_tuple().exponent > 0 else value  # type: ignore[operator]
 
 
-def hold_entry(agent_id: str, units: int, instance: str, expires: float) -> str:
+def hold_entry(
+    agent_id: str, units: int, instance: str, expires: float, api: str = "chat"
+) -> str:
     """A new hold as the holds hash keeps it (JSON; `NAME` and `CLAIM` change it)."""
     return json.dumps(
         {
             "agent_id": agent_id,
+            "api": api,
             "amount": str(units),
             "generation_id": None,
             "instance": instance,
@@ -54,11 +57,13 @@ def hold_entry(agent_id: str, units: int, instance: str, expires: float) -> str:
 def hold_of_entry(request_id: str, encoded: str) -> Hold:
     saved = json.loads(encoded)
     generation = saved.get("generation_id")
+    api = saved.get("api")
     return Hold(
         request_id,
         str(saved.get("agent_id")),
         from_units(saved.get("amount")),
         generation if isinstance(generation, str) else None,
+        api=api if isinstance(api, str) else "chat",
     )
 
 

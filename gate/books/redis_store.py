@@ -301,7 +301,7 @@ class RedisLedger(Ledger):
                 continue
             units = lua.to_units(decision.hold)
             expires = self._clock().timestamp() + self.store.hold_ttl_seconds
-            body = lua.hold_entry(agent_id, units, self.instance, expires)
+            body = lua.hold_entry(agent_id, units, self.instance, expires, ask.api)
             reply = await self._call(
                 self._reserve,
                 agent_id,
@@ -310,7 +310,7 @@ class RedisLedger(Ledger):
             )
             self._mirror(agent_id, reply)
             if reply[0] == lua.OK:
-                return decision, Hold(request_id, agent_id, decision.hold)
+                return decision, Hold(request_id, agent_id, decision.hold, api=ask.api)
             fresh = True
         tier = decision.tier if isinstance(decision, Admission) else None
         return Refusal("the remaining budget is held by requests in flight", tier)
@@ -329,7 +329,7 @@ class RedisLedger(Ledger):
         decision = decide(acct, ask, prices, defaults)
         if isinstance(decision, Refusal):
             return decision
-        hold = Hold(request_id, acct.policy.agent_id, decision.hold)
+        hold = Hold(request_id, acct.policy.agent_id, decision.hold, api=ask.api)
         self._offline.add(request_id)
         self._writer.owe(hold.agent_id, ZERO, hold.amount)
         self._sync_held(acct)

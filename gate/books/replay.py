@@ -45,6 +45,9 @@ def _apply(record: Mapping[str, Any], books: Books) -> None:
         if hold is None:
             amount = to_decimal(record.get("held")) or ZERO
             hold = books.holds[request_id] = Hold(request_id, agent_id, amount)
+            api = record.get("api")
+            if isinstance(api, str):
+                hold.api = api
         gen = record.get("generation_id")
         if isinstance(gen, str):
             hold.generation_id = gen

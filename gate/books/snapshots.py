@@ -34,6 +34,7 @@ def snapshot_record(now: datetime, books: Books) -> dict[str, Any]:
                 "held": h.amount,
                 "generation_id": h.generation_id,
                 "sent": h.sent,
+                "api": h.api,
             }
             for h in books.holds.values()
             if not h.settled
@@ -79,4 +80,6 @@ def restore_snapshot(snapshot: Mapping[str, Any], books: Books) -> None:
             hold.generation_id = gen if isinstance(gen, str) else None
             sent = saved.get("sent")
             hold.sent = sent if isinstance(sent, bool) else None
+            api = saved.get("api")
+            hold.api = api if isinstance(api, str) else "chat"
             books.holds[request_id] = hold

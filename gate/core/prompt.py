@@ -1,8 +1,9 @@
-"""The prompt a chat body is billed for, estimated from what a provider tokenizes.
+"""The prompt a body is billed for, estimated from what a provider tokenizes.
 
 Pure (no I/O): `estimate_prompt` walks the parsed body once and counts the UTF-8 bytes
 of what is billed — message text (string content and `text` parts), tool calls' names
-and arguments, tool results, `system` / `instructions`, the tool definitions (their
+and arguments, tool results, `system` / `instructions`, the Responses API's `input`
+items, a completion's `prompt`, the tool definitions (their
 JSON) and a `response_format` schema — not the envelope's keys, punctuation and
 whitespace, and not image data (images are priced apart, see `gate.http.demand`). The
 result is in estimate units (`BYTES_PER_UNIT` bytes each, plus a few units for each
@@ -36,8 +37,18 @@ def estimate_prompt(body: Mapping[str, Any]) -> int:
             size += _message_bytes(message)
         else:
             size += _json_bytes(message)
-    for key in ("system", "instructions"):
+    for key in ("system", "instructions", "prompt"):  # `prompt`: legacy completions
         size += _content_bytes(body.get(key))
+    items = body.get("input")  # the Responses API's items (or embeddings' strings)
+    if isinstance(items, list):
+        for item in items:
+            if isinstance(item, Mapping):
+                units += MESSAGE_UNITS
+                size += _message_bytes(item)
+            else:
+                size += _content_bytes(item)
+    else:
+        size += _content_bytes(items)
     for key in ("tools", "functions"):
         tools = body.get(key)
         if isinstance(tools, list) and tools:

@@ -107,7 +107,7 @@ def admit(
     cap = min(left, max_hold_usd) if policy.hard_cap else max_hold_usd
     # one pico-USD of room: the hold is rounded up to whole pico-USD
     affordable = affordable_completion_tokens(price, prompt_tokens, cap - PICO, body, extra_usd)
-    if affordable < 1:
+    if affordable < min(completion, 1):  # an answer of one token; none for embeddings
         if policy.hard_cap and left < max_hold_usd:
             return Refusal("remaining budget cannot cover this request", tier)
         return Refusal(

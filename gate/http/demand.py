@@ -1,8 +1,9 @@
-"""What a chat body can cost, read from it: every count it names, checked and bounded.
+"""What a body can cost, read from it: every count it names, checked and bounded.
 
-Pure (no I/O): `chat_request` calls `read_demand` once per request; `gate.core.cost` prices
-the result. A count the gate cannot bound is refused (400) before anything is held, so
-no hold is ever larger than the integers and decimals that carry it.
+Pure (no I/O): each API's adapter (`gate.http.apis`) calls `read_demand` once per
+request; `gate.core.cost` prices the result. A count the gate cannot bound is refused
+(400) before anything is held, so no hold is ever larger than the integers and decimals
+that carry it.
 """
 
 from __future__ import annotations
@@ -28,9 +29,20 @@ class Demand:
     unpriced_plugins: int  # plugins the gate has no price for: a flat charge each
 
 
-def read_demand(body: Mapping[str, Any], size: int, max_tokens_ceiling: int) -> Demand:
-    max_tokens: int | None = None
-    for key in ("max_tokens", "max_completion_tokens"):
+CHAT_LIMITS = ("max_tokens", "max_completion_tokens")
+
+
+def read_demand(
+    body: Mapping[str, Any],
+    size: int,
+    max_tokens_ceiling: int,
+    limit_fields: tuple[str, ...] = CHAT_LIMITS,
+    generates: bool = True,
+) -> Demand:
+    """`limit_fields`: the output-token limits the API names (the lowest counts);
+    `generates=False` (embeddings): no output at all, so the hold is the prompt's."""
+    max_tokens: int | None = None if generates else 0
+    for key in limit_fields:
         value = _count(body, key, max_tokens_ceiling)
         if value is not None:
             max_tokens = value if max_tokens is None else min(max_tokens, value)

@@ -1,12 +1,12 @@
-"""The one place that builds error bodies, in OpenAI's shape.
+"""The gate's errors (`GateError`), their types, and OpenAI's error shape.
 
-Every error the gate answers itself is `{"error": {"message", "type", "code"}}`; after a
-stream has started, the same object travels as one SSE `data:` event instead.
+Every error the gate answers itself is `{"error": {"message", "type", "code"}}` for
+OpenAI's APIs; each API's adapter (`gate.http.apis`) renders it in its own shape
+(Anthropic's for Messages) and as its own event once a stream has started.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 
 from aiohttp import web
@@ -58,16 +58,6 @@ def type_for_status(status: int) -> str:
         405: INVALID_REQUEST,
         413: INVALID_REQUEST,
     }.get(status, SERVER_ERROR if status >= 500 else INVALID_REQUEST)
-
-
-def gate_error_response(err: GateError) -> web.Response:
-    return error_response(err.status, err.type, err.message, err.headers, err.extra)
-
-
-def sse_error_event(status: int, type_: str, message: str) -> bytes:
-    """The error as an SSE event, for errors after the stream has started."""
-    payload = json.dumps(error_object(status, type_, message), separators=(",", ":"))
-    return b"data: " + payload.encode() + b"\n\n"
 
 
 # The gate's own error types, named once.

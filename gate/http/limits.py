@@ -81,7 +81,10 @@ class RateLimits:
         now = self.clock().timestamp()
         agent_id = policy.agent_id
         # as the hold estimates it: the prompt, and the completion it allows
-        estimate = demand.prompt_tokens + (demand.max_tokens or config.holds.default_max_tokens)
+        completion = demand.max_tokens
+        if completion is None:
+            completion = config.holds.default_max_tokens
+        estimate = demand.prompt_tokens + completion
         if self.shared is not None:
             ticket = await self._admit_shared(agent_id, rpm, tpm, free, estimate, now)
             if ticket is not None:

@@ -12,6 +12,9 @@ from typing import Any
 
 from aiohttp import web
 
+from gate.http.openapi_apis import SCHEMAS as API_SCHEMAS
+from gate.http.openapi_apis import anthropic_responses, api_paths
+
 AGENT_ID_PATTERN = "^[A-Za-z0-9._-]{1,64}$"
 
 
@@ -438,6 +441,7 @@ def document() -> dict[str, Any]:
                     },
                 }
             },
+            **api_paths(EXECWALL_HEADERS),
             "/v1/models": {
                 "get": {
                     "summary": "The models the calling agent may use now",
@@ -538,9 +542,13 @@ def document() -> dict[str, Any]:
                     "pass-through mode, the client's OpenRouter key",
                 },
             },
-            "schemas": SCHEMAS,
+            "schemas": {**SCHEMAS, **API_SCHEMAS},
             "responses": {
-                f"E{code}": _json(_ref("Error"), text) for code, text in ERROR_MEANINGS.items()
+                **{
+                    f"E{code}": _json(_ref("Error"), text)
+                    for code, text in ERROR_MEANINGS.items()
+                },
+                **anthropic_responses(ERROR_MEANINGS),
             },
         },
     }

@@ -1,13 +1,16 @@
-"""`POST /v1/chat/completions` and `GET /v1/models`: admission, then the relay.
+"""Every inference endpoint (`POST /v1/<api>`, one handler per API adapter) and
+`GET /v1/models`: admission, then the relay.
 
 Admission decides everything before a cent is spent — who calls, whether the body is
 sound, which tier and models, and the hold — and every refusal still writes its line.
+It is the same for every API; the adapter (`gate.http.apis`) reads the body.
 """
 
 from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -19,6 +22,7 @@ from gate.books.spendlog import SpendLogError
 from gate.context import GATE, Gate
 from gate.core.cost import ZERO
 from gate.core.router import Refusal
+from gate.http.apis import CHAT, InferenceApi
 from gate.http.errors import (
     INVALID_REQUEST,
     GateError,
@@ -26,7 +30,7 @@ from gate.http.errors import (
     log_unavailable,
     store_unavailable,
 )
-from gate.http.intake import agent_id_of, chat_request, identify, read_json_object
+from gate.http.intake import agent_id_of, identify, read_json_object
 from gate.http.limits import refusal_headers
 from gate.http.relay import Call, relay_json
 from gate.http.stream import relay_stream
@@ -38,7 +42,7 @@ def new_request_id() -> str:
 
 def blank_line(request_id: str, api: str = "chat") -> dict[str, Any]:
     """A request line's fields, in the order ops read them; `api` names the inference API
-    (`chat` for chat completions, the only one served so far)."""
+    (`chat`, `responses`, `messages`, `completions`, `embeddings`)."""
     return {
         "request_id": request_id,
         "api": api,
@@ -54,16 +58,29 @@ def blank_line(request_id: str, api: str = "chat") -> dict[str, Any]:
     }
 
 
-async def chat_completions(request: web.Request) -> web.StreamResponse:
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def inference(api: InferenceApi) -> Handler:
+    """The endpoint of one API: the shared admission and relay, `api` reading its body."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await _admit_and_relay(request, api)
+
+    handler.__name__ = handler.__qualname__ = api.name
+    return handler
+
+
+async def _admit_and_relay(request: web.Request, api: InferenceApi) -> web.StreamResponse:
     gate = request.app[GATE]
     cfg = gate.config
     started = time.perf_counter()
-    line = blank_line(new_request_id())
+    line = blank_line(new_request_id(), api.name)
     known = False  # a known agent, authenticated: its refusals write their own lines
     ticket = None  # what the rate limits counted, undone if the request is refused later
     try:
         line["agent_id"] = agent_id_of(request)  # as claimed: a refusal names who tried
-        caller = identify(request, cfg, line["agent_id"])
+        caller = identify(request, cfg, line["agent_id"], api.forwarded_headers)
         known = True
         body, size = await read_json_object(
             request,
@@ -74,14 +91,14 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         line["stream"] = body.get("stream") is True
         if gate.config is not cfg:  # reloaded while the body arrived: admitted under the new
             cfg = gate.config  # config, so a removed agent gets the unknown agent's 403
-            caller = identify(request, cfg, line["agent_id"])
-        chat = chat_request(body, size, cfg.holds.max_tokens_ceiling)
-        demand = chat.demand
-        assert demand is not None
+            caller = identify(request, cfg, line["agent_id"], api.forwarded_headers)
+        ask = api.read(body, size, cfg.holds.max_tokens_ceiling)
+        demand = ask.demand
         spend_log = gate.ledger.spend_log
         if spend_log.error is not None:
             raise log_unavailable(spend_log.error)
-        gate.breaker.check(caller.policy, body, line)  # a runaway loop: 429 (gate.core.loops)
+        if api.watches_loops:  # a runaway loop: 429 (gate.core.loops)
+            gate.breaker.check(caller.policy, body, line, api.fingerprint)
         # 429 past a limit; on the Redis store one script call, shared by every instance
         ticket = await gate.limits.admit(gate.ledger, caller.policy, cfg, demand)
         slot = gate.slots.take(  # synchronously: a burst cannot pass the check together
@@ -94,11 +111,12 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
                 caller.policy.agent_id,
                 line["request_id"],
                 HoldRequest(
-                    chat.model,
+                    ask.model,
                     gate.calibration.prompt_tokens(line["request_id"], demand.prompt_tokens),
                     demand.max_tokens,
                     cfg.holds.plugin_usd_per_request * demand.unpriced_plugins,
                     demand.body,
+                    api.name,
                 ),
                 gate.prices.prices,
                 HoldDefaults(
@@ -135,8 +153,11 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         _refused(gate, line, err.status, started, reason)
         raise
     admission, hold = outcome
-    call = Call(gate, request, chat, caller, admission, hold, line, started, ticket=ticket)
-    return await gate.shielded(relay_stream(call) if chat.stream else relay_json(call), slot)
+    call = Call(gate, request, ask, caller, admission, hold, line, started, ticket=ticket)
+    return await gate.shielded(relay_stream(call) if ask.stream else relay_json(call), slot)
+
+
+chat_completions = inference(CHAT)
 
 
 def _refused(
@@ -157,11 +178,27 @@ def _refused(
 
 
 async def list_models(request: web.Request) -> web.Response:
-    """The models the calling agent may use now, in OpenAI's list shape."""
+    """The models the calling agent may use now: in OpenAI's list shape, or in
+    Anthropic's when an Anthropic client asks (it sends `anthropic-version`)."""
     gate = request.app[GATE]
     caller = identify(request, gate.config)
     tier = gate.ledger.current_tier(caller.policy.agent_id)
     models = tier.models if tier is not None else ()
+    headers = {"X-Execwall-Tier": tier.name if tier else "none"}
+    if "anthropic-version" in request.headers:
+        listed = [
+            {"type": "model", "id": m, "display_name": m, "created_at": "1970-01-01T00:00:00Z"}
+            for m in models
+        ]
+        return web.json_response(
+            {
+                "data": listed,
+                "has_more": False,
+                "first_id": models[0] if models else None,
+                "last_id": models[-1] if models else None,
+            },
+            headers=headers,
+        )
     return web.json_response(
         {
             "object": "list",
@@ -170,5 +207,5 @@ async def list_models(request: web.Request) -> web.Response:
                 for m in models
             ],
         },
-        headers={"X-Execwall-Tier": tier.name if tier else "none"},
+        headers=headers,
     )

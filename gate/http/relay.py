@@ -1,7 +1,8 @@
 """The answer's way back: one admitted request (`Call`), its upstream call, and the
-non-streaming relay. Whatever happens, the hold is settled exactly once: from usage,
-the price table, OpenRouter's `/generation`, or else the hold itself (gate.http.stream has
-the streaming relay)."""
+non-streaming relay, the same for every API (its adapter says where usage is).
+Whatever happens, the hold is settled exactly once: from usage, the price table,
+OpenRouter's `/generation`, or else the hold itself (gate.http.stream has the streaming
+relay)."""
 
 from __future__ import annotations
 
@@ -23,13 +24,13 @@ from gate.core.cost import ZERO, price_of, to_decimal, usage_cost, usage_tokens
 from gate.core.jsonfmt import finite_float
 from gate.core.router import Admission
 from gate.core.scrub import scrub, scrub_bytes
+from gate.http.apis import ApiRequest, upstream_body
 from gate.http.errors import (
     UPSTREAM_CREDITS,
     UPSTREAM_ERROR,
-    error_response,
     log_unavailable,
 )
-from gate.http.intake import Caller, ChatRequest, upstream_body
+from gate.http.intake import Caller
 from gate.http.limits import Ticket, answer_headers
 from gate.upstream.client import UpstreamError, UpstreamUnreachable
 from gate.upstream.sendmark import before_send
@@ -45,7 +46,7 @@ class Call:
 
     gate: Gate
     request: web.Request
-    chat: ChatRequest
+    ask: ApiRequest
     caller: Caller
     admission: Admission
     hold: Hold
@@ -80,6 +81,16 @@ class Call:
             info["max_tokens_clamped"] = True
         return info
 
+    def error(
+        self,
+        status: int,
+        type_: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+    ) -> web.Response:
+        """An error answer in this request's API's shape, with the gate's headers."""
+        return self.ask.api.error_response(status, type_, message, headers or self.headers())
+
     def note_model(self, model: object) -> None:
         if not isinstance(model, str) or self.line["model"] is not None:
             return
@@ -95,7 +106,7 @@ class Call:
     def note_generation(self, generation_id: object) -> None:
         if isinstance(generation_id, str) and self.line["generation_id"] is None:
             self.line["generation_id"] = generation_id
-            if self.chat.stream:
+            if self.ask.stream:
                 self.gate.ledger.name_generation(self.hold, generation_id)
 
     def price_table_cost(self) -> Decimal | None:
@@ -113,7 +124,7 @@ class Call:
         self.line.update(
             tier=self.admission.tier.name,
             models_allowed=list(self.admission.tier.models),
-            stream=self.chat.stream,
+            stream=self.ask.stream,
             status=self.status,
             cost_source=source,
             latency_ms=round(seconds * 1000, 3),
@@ -128,7 +139,7 @@ class Call:
             self.status,
             cost,
             seconds,
-            self.chat.stream,
+            self.ask.stream,
             model=self.line["model"],
             api=self.line["api"],
         )
@@ -169,22 +180,23 @@ class Call:
 
 async def open_upstream(call: Call) -> aiohttp.ClientResponse | web.Response:
     """The upstream 200 response, or the error answer to give the client (settled)."""
-    body = upstream_body(call.chat, call.admission.models, call.admission.max_tokens)
+    api = call.ask.api
+    body = upstream_body(call.ask, call.admission.models, call.admission.max_tokens)
     metrics = call.gate.metrics
     try:
-        return await call.gate.upstream.chat(
+        return await call.gate.upstream.post(
+            api.path,
             body,
             call.caller.authorization,
             on_retry=lambda status: metrics.retries.labels(str(status)).inc(),
             before_send=before_send(call.gate.ledger, call.hold),
+            forwarded=call.caller.forwarded,
         )
     except SpendLogError as err:  # its send mark cannot be written: it was not sent
         call.status = 503
         call.settle(ZERO, "none")
         refusal = log_unavailable(str(err))
-        return error_response(
-            503, refusal.type, refusal.message, {**call.headers(), **refusal.headers}
-        )
+        return call.error(503, refusal.type, refusal.message, {**call.headers(), **refusal.headers})
     except UpstreamError as err:
         call.status = err.status
         call.settle(ZERO, "none")
@@ -193,12 +205,12 @@ async def open_upstream(call: Call) -> aiohttp.ClientResponse | web.Response:
         call.status = 504 if err.timed_out else 502
         call.settle(ZERO, "none")
         message = "upstream did not answer in time" if err.timed_out else "upstream unreachable"
-        return error_response(call.status, UPSTREAM_ERROR, f"{message} ({err})", call.headers())
+        return call.error(call.status, UPSTREAM_ERROR, f"{message} ({err})")
 
 
 def _relayed_error(err: UpstreamError, call: Call) -> web.Response:
     message = f"upstream answered {err.status}"
-    try:
+    try:  # OpenAI's shape and Anthropic's both name it `error.message`
         found = json.loads(err.body)
         inner = found.get("error") if isinstance(found, dict) else None
         if isinstance(inner, dict) and isinstance(inner.get("message"), str):
@@ -209,7 +221,7 @@ def _relayed_error(err: UpstreamError, call: Call) -> web.Response:
     headers = call.headers()
     if err.retry_after is not None:
         headers["Retry-After"] = str(math.ceil(err.retry_after))
-    return error_response(err.status, kind, scrub(message, call.gate.secrets()), headers)
+    return call.error(err.status, kind, scrub(message, call.gate.secrets()), headers)
 
 
 async def relay_json(call: Call) -> web.StreamResponse:
@@ -223,9 +235,7 @@ async def relay_json(call: Call) -> web.StreamResponse:
         except (aiohttp.ClientError, TimeoutError) as exc:
             call.status = 504 if isinstance(exc, TimeoutError) else 502
             call.settle(call.hold.amount, "hold")
-            return error_response(
-                call.status, UPSTREAM_ERROR, "upstream answer was cut off", call.headers()
-            )
+            return call.error(call.status, UPSTREAM_ERROR, "upstream answer was cut off")
         try:
             answer = json.loads(raw)
         except ValueError:
@@ -233,18 +243,14 @@ async def relay_json(call: Call) -> web.StreamResponse:
         if not isinstance(answer, dict):
             call.status = 502
             call.settle(call.hold.amount, "hold")
-            return error_response(
-                502, UPSTREAM_ERROR, "upstream answer is not JSON", call.headers()
-            )
-        call.note_generation(answer.get("id"))
-        call.note_model(answer.get("model"))
-        error = answer.get("error")
-        if isinstance(error, dict):  # a 200 that carries an error (OpenRouter does this)
-            code = error.get("code")
-            call.status = code if isinstance(code, int) and 400 <= code < 600 else 502
+            return call.error(502, UPSTREAM_ERROR, "upstream answer is not JSON")
+        facts = call.ask.api.answer(answer)
+        call.note_generation(opened.headers.get("X-Generation-Id") or facts.generation_id)
+        call.note_model(facts.model)
+        if facts.error_status is not None:  # a 200 that carries an error (OpenRouter does this)
+            call.status = facts.error_status
             raw = scrub_bytes(raw, call.gate.secrets())  # its message may echo a key
-        usage = answer.get("usage")
-        call.usage = usage if isinstance(usage, dict) else None
+        call.usage = facts.usage
         cost, remaining = await call.settle_final()
         extra = json.dumps({"_execwall": call.execwall(cost, remaining)}, separators=(",", ":"))
         return web.Response(

@@ -1,8 +1,9 @@
 """Streaming relays: upstream's SSE bytes to the client as they arrive, unchanged.
 
-A side parser watches the events go by for the generation id, an error event and the
-final usage chunk — the only event the gate may rewrite (to add `_execwall`) or hold
-back (when the client did not ask for usage). A client that leaves mid-stream is still
+A side parser watches the events go by; the API's `Watch` reads the generation id, an
+error event and the usage from the few events that can carry them — the one event that
+carries the final usage is the only one the gate may rewrite (to add `_execwall`) or
+hold back (chat, when the client did not ask for usage). A client that leaves mid-stream is still
 billed: the gate reads on to the usage chunk within `drain_timeout_seconds`, then asks
 `/generation`, and only then charges the hold.
 """
@@ -20,7 +21,8 @@ from aiohttp import web
 
 from gate.core.scrub import scrub_bytes
 from gate.core.sse import Event, SSEParser, is_done
-from gate.http.errors import UPSTREAM_ERROR, sse_error_event
+from gate.http.apis.base import Watch, splice_event
+from gate.http.errors import UPSTREAM_ERROR
 from gate.http.relay import CLIENT_CLOSED, Call, open_upstream
 
 SSE_HEADERS = {
@@ -35,10 +37,10 @@ STALL_CHECK_BYTES = 16 * 1024  # unsent bytes queued for a client before writes 
 class _Stream:
     call: Call
     out: web.StreamResponse
+    watch: Watch
     client_ok: bool = True
     done: bool = False
     seen_data: bool = False
-    error: dict[str, Any] | None = None
     parser: SSEParser = field(default_factory=SSEParser)
 
     async def send(self, data: bytes) -> None:
@@ -68,26 +70,36 @@ class _Stream:
         """At upstream's end: the last event, even one that lacks its blank line."""
         return self._relayed(self.parser.finish())
 
+    @property
+    def error(self) -> dict[str, Any] | None:
+        return self.watch.error
+
+    def finished(self) -> bool:
+        """The answer's proper end was seen: [DONE], or the API's last event (usage)."""
+        return self.done or self.watch.final
+
     def ended(self) -> str:
-        """How a stream that upstream closed ended: [DONE] or usage seen is a proper end."""
-        return "done" if self.done or self.call.usage is not None else "eof"
+        """How a stream that upstream closed ended: properly ("done") or not ("eof")."""
+        return "done" if self.finished() else "eof"
 
     def _relayed(self, events: list[Event]) -> bytes:
         if not events:
             return b""
         parts: list[bytes] = []
+        marks = self.watch.marks
         for event in events:
             raw = event.raw
+            chunk: dict[str, Any] | None = None
             if not self.seen_data and event.data is not None:
                 self.seen_data = True
                 self.call.gate.metrics.first_chunk.observe(time.perf_counter() - self.call.started)
-                self._first(event.data)
-            if b'"usage"' in raw or b'"error"' in raw:
-                seen_error = self.error
-                replaced = self._examine(event.data)
-                if self.error is not seen_error:  # an error event's message may echo a key
-                    secrets = self.call.gate.secrets()
-                    replaced = scrub_bytes(raw if replaced is None else replaced, secrets)
+                chunk = _parsed(event.data)
+                if chunk is not None:
+                    self.watch.first(chunk)
+                    self.call.note_generation(self.watch.generation_id)
+                    self.call.note_model(self.watch.model)
+            if marks.search(raw) is not None:
+                replaced = self._examine(raw, chunk or _parsed(event.data))
                 if replaced is not None:
                     parts.append(replaced)
                     continue
@@ -96,46 +108,39 @@ class _Stream:
             parts.append(raw)
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
-    def _first(self, data: bytes) -> None:
-        try:
-            chunk = json.loads(data)
-        except ValueError:
-            return
-        if isinstance(chunk, dict):
-            self.call.note_generation(chunk.get("id"))
-            self.call.note_model(chunk.get("model"))
-
-    def _examine(self, data: bytes | None) -> bytes | None:
-        """Look at an event that may carry usage or an error; return its replacement
-        (b"" to hold it back) or None to relay it unchanged."""
-        if data is None:
+    def _examine(self, raw: bytes, chunk: dict[str, Any] | None) -> bytes | None:
+        """Read an event that may carry usage or an error; return its replacement (b""
+        to hold it back) or None to relay it unchanged."""
+        if chunk is None:
             return None
-        try:
-            chunk = json.loads(data)
-        except ValueError:
-            return None
-        if not isinstance(chunk, dict):
-            return None
-        error = chunk.get("error")
-        if isinstance(error, dict):
-            self.error = error
-            code = error.get("code")
-            self.call.status = code if isinstance(code, int) and 400 <= code < 600 else 502
-        usage = chunk.get("usage")
-        if not isinstance(usage, dict):
-            return None
-        call = self.call
-        call.usage = usage
-        call.note_model(chunk.get("model"))
-        if chunk.get("choices"):
-            return None  # usage riding on a content chunk: content is never dropped
-        if not call.chat.wants_usage:
+        watch, call = self.watch, self.call
+        seen_error = watch.error
+        carrier = watch.see(chunk)
+        call.note_model(watch.model)
+        replaced: bytes | None = None
+        if watch.error is not seen_error:  # an error event's message may echo a key
+            call.status = watch.error_status
+            replaced = raw = scrub_bytes(raw, call.gate.secrets())
+        if watch.usage is not None:
+            call.usage = watch.usage
+        if not carrier:
+            return replaced
+        if not call.ask.wants_usage:
             return b""
         cost, _ = call.known_cost()
-        chunk["_execwall"] = call.execwall(
-            cost, call.gate.ledger.projected_remaining(call.hold, cost)
-        )
-        return b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
+        note = call.execwall(cost, call.gate.ledger.projected_remaining(call.hold, cost))
+        extra = json.dumps({"_execwall": note}, separators=(",", ":")).encode()
+        return splice_event(raw, extra) or raw
+
+
+def _parsed(data: bytes | None) -> dict[str, Any] | None:
+    if data is None:
+        return None
+    try:
+        chunk = json.loads(data)
+    except ValueError:
+        return None
+    return chunk if isinstance(chunk, dict) else None
 
 
 async def relay_stream(call: Call) -> web.StreamResponse:
@@ -148,7 +153,7 @@ async def relay_stream(call: Call) -> web.StreamResponse:
         # on, it bills a stream that dies before its first chunk (or a crash) exactly.
         call.note_generation(opened.headers.get("X-Generation-Id"))
         out = web.StreamResponse(status=200, headers={**SSE_HEADERS, **call.headers()})
-        stream = _Stream(call, out)
+        stream = _Stream(call, out, call.ask.api.watch())
         metrics.streams.inc()
         try:
             async with opened:
@@ -180,12 +185,12 @@ async def _pump(stream: _Stream, upstream: aiohttp.ClientResponse) -> str:
                 return stream.ended()
             await stream.send(stream.events_out(chunk))
         stream.call.flags["client_disconnected"] = True
-        if stream.call.usage is not None or stream.done:
+        if stream.finished():
             return "done"
         async with asyncio.timeout(stream.call.gate.config.openrouter.drain_timeout_seconds):
             while chunk := await content.readany():
                 stream.events_out(chunk)
-                if stream.call.usage is not None:
+                if stream.finished():
                     return "done"
         stream.tail_out()
         return stream.ended()
@@ -206,7 +211,10 @@ async def _finish(stream: _Stream, ended: str) -> None:
             else (502, "upstream stream ended before completion")
         )
         stream.call.status = status
-        await stream.send(sse_error_event(status, UPSTREAM_ERROR, message))
+        event = stream.call.ask.api.error_event(
+            status, UPSTREAM_ERROR, message, stream.watch.generation_id
+        )
+        await stream.send(event)
     if stream.client_ok:
         try:
             await stream.out.write_eof()

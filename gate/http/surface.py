@@ -12,13 +12,13 @@ from __future__ import annotations
 from aiohttp import web
 
 from gate.http.agentkey import agent_key
+from gate.http.apis import APIS, PREFIXES
 from gate.http.errors import NOT_FOUND, GateError
-from gate.http.proxy import chat_completions, list_models
+from gate.http.proxy import inference, list_models
 
-PREFIXES = ("/v1", "/api/v1")
 # (method, path under a prefix, handler): the APIs the gate serves.
 INFERENCE = (
-    ("POST", "/chat/completions", chat_completions),
+    *(("POST", api.path, inference(api)) for api in APIS),
     ("GET", "/models", list_models),
     ("GET", "/key", agent_key),  # the calling agent's own budget, in OpenRouter's shape
     ("GET", "/auth/key", agent_key),  # OpenRouter's older spelling of /key

@@ -25,7 +25,7 @@ from gate.upstream.sendmark import sending
 log = logging.getLogger(__name__)
 
 Sleep = Callable[[float], Awaitable[None]]
-# Told (status, seconds to the response headers, Retry-After) for every chat attempt that
+# Told (status, seconds to the response headers, Retry-After) for every inference attempt that
 # got an HTTP answer: metrics and alerts (402, 429 storms) watch upstream through it.
 AnswerHook = Callable[[int, float, float | None], None]
 
@@ -88,14 +88,14 @@ class Upstream:
     on_answer: AnswerHook | None = None
     key_status: KeyStatus | None = None  # told when upstream rejects the gate's key
 
-    # Built once per config, not per request: the chat URL (parsed once, not on every
+    # Built once per config, not per request: each API's URL (parsed once, not on every
     # POST), the fixed headers and the timeouts.
-    _chat_url: URL = field(init=False, repr=False, compare=False)
+    _urls: dict[str, URL] = field(init=False, repr=False, compare=False)
     _fixed_headers: dict[str, str] = field(init=False, repr=False, compare=False)
     _timeout: aiohttp.ClientTimeout = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_chat_url", URL(self.config.base_url + "/chat/completions"))
+        object.__setattr__(self, "_urls", {})
         object.__setattr__(self, "_fixed_headers", dict(self.config.headers))
         # No total timeout: a long answer is fine; silence between reads is not.
         timeout = aiohttp.ClientTimeout(
@@ -105,11 +105,24 @@ class Upstream:
         )
         object.__setattr__(self, "_timeout", timeout)
 
-    def headers(self, authorization: str) -> dict[str, str]:
+    def headers(
+        self, authorization: str, forwarded: Mapping[str, str] | None = None
+    ) -> dict[str, str]:
         headers = self._fixed_headers.copy()  # same keys, same order as {**fixed, ...}
+        if forwarded:  # an API's own headers (anthropic-version), never the fixed ones'
+            for name, value in forwarded.items():
+                headers.setdefault(name, value)
         headers["Authorization"] = authorization
         headers["Content-Type"] = "application/json"
         return headers
+
+    def url(self, path: str) -> URL:
+        """The upstream URL of an API's path (`/chat/completions`): the config's base URL
+        and the gate's own path, never anything a client sent."""
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = URL(self.config.base_url + path)
+        return url
 
     def timeout(self) -> aiohttp.ClientTimeout:
         return self._timeout
@@ -121,11 +134,24 @@ class Upstream:
         on_retry: Callable[[int], None] | None = None,
         before_send: Callable[[], Awaitable[None]] | None = None,
     ) -> aiohttp.ClientResponse:
-        """POST the chat completion; return the 200 response, unread. Retries what is
-        worth retrying; raises UpstreamError or UpstreamUnreachable otherwise.
+        """POST a chat completion (`post` to `/chat/completions`)."""
+        return await self.post("/chat/completions", body, authorization, on_retry, before_send)
+
+    async def post(
+        self,
+        path: str,
+        body: bytes,
+        authorization: str,
+        on_retry: Callable[[int], None] | None = None,
+        before_send: Callable[[], Awaitable[None]] | None = None,
+        forwarded: Mapping[str, str] | None = None,
+    ) -> aiohttp.ClientResponse:
+        """POST to an inference API's path; return the 200 response, unread. Retries
+        what is worth retrying; raises UpstreamError or UpstreamUnreachable otherwise.
         `before_send` runs once a connection is ready, before the request is written on
         it (gate.upstream.sendmark: the session's SendMarkConnector calls it)."""
-        url = self._chat_url
+        url = self.url(path)
+        headers = self.headers(authorization, forwarded)
         attempt = 0
         while True:
             started = time.perf_counter()
@@ -134,7 +160,7 @@ class Upstream:
                     resp = await self.session.post(
                         url,
                         data=body,
-                        headers=self.headers(authorization),
+                        headers=headers,
                         allow_redirects=False,
                         timeout=self._timeout,
                     )
