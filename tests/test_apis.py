@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -479,3 +480,28 @@ async def test_a_mixed_concurrent_run_across_every_api_keeps_the_books(
     assert books == mock.state.total_charged() > 0
     spend = await (await gate.get("/api/spend/agent-1")).json()
     assert Decimal(str(spend["budget_spent"])) == books and spend["budget_held"] == 0
+
+
+async def test_codex_is_told_its_usage_limit_so_it_does_not_retry(
+    gate, mock, tmp_path: Path
+) -> None:
+    """Codex CLI retries a 402 five times; a 429 `usage_limit_reached` with `resets_at`
+    in epoch seconds is the refusal it stops at. The spend log still says 402."""
+    await gate.app[GATE].ledger.set_budget("agent-1", None, Decimal(50))
+    codex = {**AGENT_1, "originator": "codex_exec", "User-Agent": "codex_exec/0.171.0"}
+    resp = await gate.post("/v1/responses", json=responses_body(stream=True), headers=codex)
+    assert resp.status == 429
+    assert "Retry-After" not in resp.headers and resp.headers["x-should-retry"] == "false"
+    body = await resp.json()
+    assert set(body) == {"error"}
+    error = body["error"]
+    assert error["type"] == error["code"] == "usage_limit_reached"  # a string, as Codex reads it
+    resets = resp.headers["X-Execwall-Budget-Resets-At"]
+    assert error["resets_at"] == int(
+        datetime.fromisoformat(resets.replace("Z", "+00:00")).timestamp()
+    )
+    assert "budget" in error["message"] and "credits" in error["message"]
+    [line] = request_lines(tmp_path / "spend.jsonl")
+    assert (line["status"], line["client_status"], line["cost"]) == (402, 429, 0)
+    resp = await gate.post("/v1/responses", json=responses_body(), headers=AGENT_1)
+    assert resp.status == 402  # every other client: the budget's 402

@@ -29,6 +29,9 @@ class GateError(Exception):
         self.message = message
         self.headers = dict(headers or {})
         self.extra = dict(extra or {})  # more fields of the error object
+        # the status the spend log records when the client is answered another one (a
+        # budget refusal told to Codex as its usage limit, `gate.http.apis.responses`)
+        self.logged_status: int | None = None
 
 
 def error_object(

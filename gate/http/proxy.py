@@ -144,13 +144,16 @@ async def _admit_and_relay(request: web.Request, api: InferenceApi) -> web.Strea
                 line["models_allowed"] = list(outcome.tier.models)
             if outcome.status == 402:
                 resets_at = gate.ledger.resets_at(caller.policy.agent_id)
-                raise budget_refusal(caller.policy.agent_id, outcome.message, resets_at)
+                refusal = budget_refusal(caller.policy.agent_id, outcome.message, resets_at)
+                raise api.budget_refusal(request.headers, refusal)
             raise GateError(outcome.status, INVALID_REQUEST, outcome.message)
     except GateError as err:
         if known:  # the budget (and rate limits) a known agent can see, refused or not
             err.headers.update(refusal_headers(gate, caller.policy.agent_id, ticket))
         reason = None if known else reason_of(err.status, err.message)
-        _refused(gate, line, err.status, started, reason)
+        if err.logged_status is not None:
+            line["client_status"] = err.status
+        _refused(gate, line, err.logged_status or err.status, started, reason)
         raise
     admission, hold = outcome
     call = Call(gate, request, ask, caller, admission, hold, line, started, ticket=ticket)

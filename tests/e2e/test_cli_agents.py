@@ -1,7 +1,8 @@
 """Claude Code and Codex CLI, configured as their users configure them, against the gate.
 
-The gate does not serve their APIs yet (Anthropic Messages, Responses): these are
-strict xfails, so they turn into visible failures ("XPASS(strict)") the day it does.
+Claude Code speaks Anthropic's Messages API (`ANTHROPIC_BASE_URL` at the gate's root, the
+agent key as `ANTHROPIC_AUTH_TOKEN`); Codex the Responses API (a custom provider whose
+`base_url` is the gate's `/v1`). Each answers its user, and the books equal the mock's.
 """
 
 from __future__ import annotations
@@ -67,7 +68,6 @@ async def codex(home: Path, gate_url: str) -> Run:
 
 
 @pytest.mark.timeout(150)
-@pytest.mark.xfail(strict=True, reason="the gate does not serve /v1/messages yet")
 async def test_claude_code_print_mode(tmp_path: Path) -> None:
     async with running_stack(tmp_path) as stack:
         recorder = await Recorder(stack.gate.url).start()
@@ -84,7 +84,6 @@ async def test_claude_code_print_mode(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(200)
-@pytest.mark.xfail(strict=True, reason="the gate does not serve /v1/responses yet")
 async def test_codex_exec(tmp_path: Path) -> None:
     async with running_stack(tmp_path) as stack:
         recorder = await Recorder(stack.gate.url).start()
@@ -103,3 +102,36 @@ async def test_codex_exec(tmp_path: Path) -> None:
         assert result.returncode == 0
         assert ANSWER in result.stdout
         await stack.assert_books_exact()
+
+
+@pytest.mark.timeout(150)
+async def test_claude_code_stops_at_a_budget_refusal(tmp_path: Path) -> None:
+    """Exhausted: one request reaches the gate (the Anthropic SDK honours
+    `x-should-retry: false`), and Claude Code tells its user the credits are gone."""
+    async with running_stack(tmp_path) as stack:
+        await stack.set_spent(5)
+        result = await claude(tmp_path / "home", stack.gate.url)
+        print(f"claude exit {result.returncode}; stdout {result.stdout.strip()[-600:]!r}")
+        print(f"claude stderr {result.stderr.strip()[-600:]!r}")
+        assert [r["status"] for r in stack.requests()] == [402]
+        assert result.returncode != 0
+        shown = (result.stdout + result.stderr).lower()
+        assert "budget exhausted" in shown and "credits" in shown
+        assert await stack.mock_charged() == 0
+
+
+@pytest.mark.timeout(200)
+async def test_codex_stops_at_a_budget_refusal(tmp_path: Path) -> None:
+    """Exhausted: Codex retries a 402 five times, so it is told its usage limit (a 429
+    `usage_limit_reached`), the one refusal it stops at: one request, one line."""
+    async with running_stack(tmp_path) as stack:
+        await stack.set_spent(5)
+        result = await codex(tmp_path / "home", stack.gate.url)
+        statuses = [r["status"] for r in stack.requests()]
+        print(f"codex exit {result.returncode}; statuses {statuses}")
+        print(f"codex stderr {result.stderr.strip()[-800:]!r}")
+        assert statuses == [402]  # one request: told its usage limit, Codex does not retry
+        assert [r.get("client_status") for r in stack.requests()] == [429]
+        assert result.returncode != 0
+        assert "usage limit" in result.stdout + result.stderr
+        assert await stack.mock_charged() == 0

@@ -130,6 +130,10 @@ class InferenceApi:
     def watch(self) -> Watch:
         raise NotImplementedError
 
+    def budget_refusal(self, headers: Mapping[str, str], refusal: GateError) -> GateError:
+        """The budget's 402 as this API's client must get it to stop at once."""
+        return refusal
+
     def error_body(
         self, status: int, type_: str, message: str, extra: Mapping[str, object] | None = None
     ) -> dict[str, object]:

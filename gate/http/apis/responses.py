@@ -11,8 +11,10 @@ own beside `response`. The stream has no `[DONE]`. The generation id is the resp
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any, ClassVar
 
 from gate.core.loops import Fingerprint, digest
@@ -20,6 +22,7 @@ from gate.http.apis.base import Answer, ApiRequest, InferenceApi, Watch, count, 
 from gate.http.errors import INVALID_REQUEST, GateError
 
 _ENDS = ("response.completed", "response.incomplete", "response.failed")
+CODEX_USAGE_LIMIT = "usage_limit_reached"  # the error type Codex CLI stops at
 
 
 def input_fingerprint(body: Mapping[str, Any]) -> Fingerprint:
@@ -108,6 +111,30 @@ class ResponsesApi(InferenceApi):
 
     def watch(self) -> Watch:
         return ResponsesWatch()
+
+    def budget_refusal(self, headers: Mapping[str, str], refusal: GateError) -> GateError:
+        """Codex CLI retries a 402 five times, like any status it has no name for; the
+        one refusal it stops at is its own usage limit: a 429 of type
+        `usage_limit_reached` (`code` a string too) with `resets_at` in epoch seconds. So
+        a client that says it is Codex (`originator: codex_*`) is told that; the spend log
+        still says 402."""
+        if not headers.get("originator", "").startswith("codex"):
+            return refusal
+        resets_at = refusal.extra.get("resets_at")
+        epoch = None
+        if isinstance(resets_at, str):
+            with contextlib.suppress(ValueError):
+                epoch = int(datetime.fromisoformat(resets_at.replace("Z", "+00:00")).timestamp())
+        told = GateError(
+            429,
+            CODEX_USAGE_LIMIT,
+            refusal.message,
+            refusal.headers,
+            # Codex reads `code` as a string: the status number would hide the type
+            {"code": CODEX_USAGE_LIMIT, "resets_at": epoch, "execwall_type": refusal.type},
+        )
+        told.logged_status = refusal.status
+        return told
 
     def error_event(self, status: int, type_: str, message: str, generation_id: object) -> bytes:
         """`response.failed`, the event Responses clients end a failed stream on."""
