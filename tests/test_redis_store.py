@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -151,8 +152,9 @@ async def test_a_dead_instances_hold_is_claimed_and_settled_once(
     clock = Clock()
     await initialise(tmp_path, redis_server, clock)
     dead = await open_ledger("dead", clock, hold_ttl_seconds=5)
-    hold = await reserve(dead, "req-dead")
-    assert hold is not None
+    outcome = await dead.reserve("a", "req-dead", replace(ASK, api="messages"), {}, DEFAULTS)
+    assert isinstance(outcome, tuple)
+    hold = outcome[1]
     for task in dead._tasks:  # it stops renewing: as good as killed
         task.cancel()
     two, three = await open_ledger("two", clock), await open_ledger("three", clock)
@@ -163,6 +165,7 @@ async def test_a_dead_instances_hold_is_claimed_and_settled_once(
     claimer = two if claims[0] else three
     claimed = (claims[0] or claims[1])[0]
     assert (claimed.request_id, claimed.amount) == ("req-dead", hold.amount)
+    assert claimed.api == "messages"  # its recovered line names the API it was asked through
     claimer.settle(claimed, claimed.amount, {"status": None, "recovered": True})
     await claimer.all_settled()
     state = await shared(redis_server)
