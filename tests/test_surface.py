@@ -11,7 +11,7 @@ import pytest
 from yarl import URL
 
 from .support import PREMIUM
-from .test_security import AGENT_1, TOKEN, lines, locked_gate, state_of
+from .test_security import AGENT_1, KEY_1, TOKEN, lines, locked_gate, state_of
 
 HELLO = {"model": "openai/gpt-5", "messages": [{"role": "user", "content": "hello"}]}
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
@@ -102,3 +102,44 @@ async def test_no_spelling_crosses_from_inference_to_admin(
             assert "agents" not in body and "budget_total" not in body
     assert state_of(client) == before
     assert mock.state.chat_count() == 0
+
+
+BODIES = {
+    "/responses": {"model": "openai/gpt-5", "input": "hello"},
+    "/messages": {"model": "openai/gpt-5", "max_tokens": 10, "messages": HELLO["messages"]},
+    "/completions": {"model": "openai/gpt-5", "prompt": "hello"},
+    "/embeddings": {"model": "openai/gpt-5", "input": "hello"},
+}
+
+
+@pytest.mark.parametrize("prefix", ["/v1", "/api/v1"])
+@pytest.mark.parametrize("path", list(BODIES))
+async def test_every_api_follows_the_agent_rules_under_both_prefixes(
+    start_gate, mock, tmp_path: Path, prefix: str, path: str
+) -> None:
+    """The admin token is no agent key on any API, in either header; the agent's key is."""
+    client = await locked_gate(start_gate, mock, tmp_path)
+    body = BODIES[path]
+    who = {"X-Agent-ID": "agent-1"}
+    for headers in (who, {**who, **ADMIN}, {**who, "x-api-key": TOKEN}):
+        resp = await client.post(prefix + path, json=body, headers=headers)
+        assert resp.status == 401, (headers, await resp.text())
+    assert mock.state.requests == []
+    for headers in (AGENT_1, {**who, "x-api-key": KEY_1}):
+        resp = await client.post(prefix + path, json=body, headers=headers)
+        assert resp.status == 200, await resp.text()
+    assert len(mock.state.requests) == 2
+
+
+@pytest.mark.parametrize(
+    "raw", ["/api/v1/../budget/agent-1", "/api/v1/messages/../../reset/agent-1"]
+)
+async def test_no_api_path_spelling_reaches_an_admin_post(
+    start_gate, mock, tmp_path: Path, raw: str
+) -> None:
+    client = await locked_gate(start_gate, mock, tmp_path)
+    before = state_of(client)
+    url = URL(str(client.make_url("/"))).with_path(raw, encoded=True)
+    async with client.session.post(url, json={"budget_spent": 0}, headers=AGENT_1) as resp:
+        assert resp.status in (400, 401, 404)
+    assert state_of(client) == before

@@ -86,7 +86,7 @@ class _Stream:
         if not events:
             return b""
         parts: list[bytes] = []
-        marks = self.watch.marks
+        wants = self.watch.wants
         for event in events:
             raw = event.raw
             chunk: dict[str, Any] | None = None
@@ -98,7 +98,7 @@ class _Stream:
                     self.watch.first(chunk)
                     self.call.note_generation(self.watch.generation_id)
                     self.call.note_model(self.watch.model)
-            if marks.search(raw) is not None:
+            if wants(raw):
                 replaced = self._examine(raw, chunk or _parsed(event.data))
                 if replaced is not None:
                     parts.append(replaced)

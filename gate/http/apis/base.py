@@ -69,6 +69,10 @@ class Watch:
         self.error_status: int = 502
         self.final = False  # the event that ends the answer (with its usage) was seen
 
+    def wants(self, raw: bytes) -> bool:
+        """Whether an event may matter (`see`); most events are relayed unparsed."""
+        return self.marks.search(raw) is not None
+
     def first(self, chunk: dict[str, Any]) -> None:
         """The first data event: where the generation id and model usually are."""
         self.generation_id = chunk.get("id")

@@ -24,6 +24,9 @@ class ChatWatch(Watch):
     marks = marks(b'"usage"', b'"error"')
     __slots__ = ()
 
+    def wants(self, raw: bytes) -> bool:  # every chunk of every chat stream: two memchr scans
+        return b'"usage"' in raw or b'"error"' in raw
+
     def see(self, chunk: dict[str, Any]) -> bool:
         error = chunk.get("error")
         if isinstance(error, dict):
