@@ -18,6 +18,7 @@ from gate.core.router import choose_tier, remaining_fraction
 
 if TYPE_CHECKING:
     from gate.books.holds import Hold
+    from gate.books.tasks import Task
 
 
 @dataclass(slots=True)
@@ -44,11 +45,12 @@ class Account:
 
 class Books(NamedTuple):
     """The ledger's whole state, by reference: the configured accounts, the dormant
-    ones (agents a reload removed), and the holds by request id."""
+    ones (agents a reload removed), the holds by request id and the tasks by id."""
 
     accounts: Mapping[str, Account]
     dormant: dict[str, Account]
     holds: dict[str, Hold]
+    tasks: dict[str, Task]
 
     def book(self, agent_id: str) -> Account | None:
         """The agent's account, configured or dormant."""

@@ -25,6 +25,7 @@ class Hold:
     # is on disk, None when the log cannot tell (a hold line from before send marks).
     sent: bool | None = None
     api: str = "chat"  # the inference API it was asked through (`gate.http.apis`)
+    task_id: str | None = None  # made with a task's key (`gate.books.tasks`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +36,7 @@ class HoldRequest:
     extra_usd: Decimal = ZERO  # a per-request charge tokens do not show (an unpriced plugin)
     body: BodyCost = NO_EXTRAS  # choices, reasoning, images, web search: priced on top
     api: str = "chat"  # which inference API asks (written on its hold line)
+    task_id: str | None = None  # asked with a task's key: its cap bounds the hold too
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,13 +52,22 @@ def held_by(holds: Iterable[Hold], agent_id: str) -> Decimal:
 
 
 def decide(
-    acct: Account, ask: HoldRequest, prices: Mapping[str, ModelPrice], d: HoldDefaults
+    acct: Account,
+    ask: HoldRequest,
+    prices: Mapping[str, ModelPrice],
+    d: HoldDefaults,
+    task_unused: Decimal | None = None,
 ) -> Admission | Refusal:
-    """Admit the request on the account as it stands (the pure `router.admit`)."""
+    """Admit the request on the account as it stands (the pure `router.admit`). A task's
+    request (`task_unused`: what its task may still spend) may use the task's own
+    reservation, and no more than it."""
+    committed = acct.committed
+    if task_unused is not None:
+        committed -= task_unused  # its task's reservation is its own to spend
     return admit(
         acct.policy,
         acct.budget_total,
-        acct.committed,
+        committed,
         ask.requested_model,
         ask.prompt_tokens,
         ask.max_tokens,
@@ -66,4 +77,5 @@ def decide(
         ask.extra_usd,
         ask.body,
         d.max_hold_usd,
+        task_unused,
     )

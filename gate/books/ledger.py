@@ -41,10 +41,24 @@ from gate.books.refusals import RefusalTally
 from gate.books.replay import replay_records
 from gate.books.snapshots import snapshot_record
 from gate.books.spendlog import SpendLog, SpendLogError
+from gate.books.tasks import (
+    Task,
+    TaskBook,
+    key_hash,
+    mint_key,
+    new_task_id,
+    task_end_line,
+    task_line,
+)
 from gate.config import AgentPolicy, Tier
 from gate.core.clock import Clock, iso
 from gate.core.cost import ZERO, ModelPrice
 from gate.core.router import Admission, Refusal
+
+
+class TaskRefused(Exception):
+    """A task's cap that the agent's budget cannot cover, or a store without tasks."""
+
 
 SNAPSHOT_EVERY = 10_000  # lines between snapshots: start-up replays at most about this many
 
@@ -62,6 +76,7 @@ class Ledger:
         # the agent back resumes them). See `apply_policies`.
         self._dormant: dict[str, Account] = {}
         self._holds: dict[str, Hold] = {}
+        self._task_book = TaskBook()  # task budgets (`gate.books.tasks`)
         self._no_holds = asyncio.Event()
         self._no_holds.set()
         self._since_snapshot = 0
@@ -96,9 +111,14 @@ class Ledger:
         self._log.append(self.snapshot_record())
 
     def snapshot_record(self) -> dict[str, Any]:
-        return snapshot_record(self._clock(), Books(self._accounts, self._dormant, self._holds))
+        books = Books(self._accounts, self._dormant, self._holds, self._task_book.by_id)
+        return snapshot_record(self._clock(), books)
 
     # -- reading ----------------------------------------------------------------------
+
+    def now(self) -> datetime:
+        """The ledger's clock (the one its lines are stamped with)."""
+        return self._clock()
 
     @property
     def spend_log(self) -> SpendLog:
@@ -108,6 +128,8 @@ class Ledger:
         acct = self._accounts.get(agent_id)
         if acct is not None:
             self._roll(acct, self._clock(), record=True)
+            if self._task_book.by_id:  # a task that expired meanwhile lets its reservation go
+                self._sync_held(acct)
         return acct
 
     def agent_ids(self) -> list[str]:
@@ -173,12 +195,15 @@ class Ledger:
         async with acct.lock:
             now = self._clock()
             self._roll(acct, now, record=True)
-            decision = decide(acct, ask, prices, defaults)
+            if self._task_book.by_id:  # a task past its expiry lets its reservation go
+                self._sync_held(acct)
+            unused = self._task_book.unused(ask.task_id, now)
+            decision = decide(acct, ask, prices, defaults, unused)
             if isinstance(decision, Refusal):
                 if decision.status == 402:  # the budget's refusal, not a body too costly
                     self._notify(agent_id, "refused")
                 return decision
-            hold = Hold(request_id, agent_id, decision.hold, api=ask.api)
+            hold = Hold(request_id, agent_id, decision.hold, api=ask.api, task_id=ask.task_id)
             written = self._record_hold(hold, decision.tier.name, now)
             self._sync_held(acct)
         await self._hold_on_disk(hold, written)
@@ -235,8 +260,11 @@ class Ledger:
         remaining: Decimal | None = None
         if acct is not None:
             self._roll(acct, now, record=True)
-            self._sync_held(acct)
+            task = self._task_book.by_id.get(hold.task_id) if hold.task_id is not None else None
+            if task is not None:
+                task.spent += cost
             acct.spent += cost
+            self._sync_held(acct)
             remaining = acct.remaining
         settled(line, iso(now), hold, cost, remaining)
         self._append(line)
@@ -278,9 +306,73 @@ class Ledger:
             self._sync_held(acct)
 
     def _sync_held(self, acct: Account) -> None:
-        """`held` is the sum of the agent's open holds, summed again on every change (a
-        running tally could drift); a shared store keeps its own (`RedisLedger`)."""
-        acct.held = held_by(self._holds.values(), acct.policy.agent_id)
+        """`held` is the sum of the agent's open holds and of what its open tasks still
+        reserve, summed again on every change (a running tally could drift); a shared
+        store keeps its own (`RedisLedger`)."""
+        agent_id = acct.policy.agent_id
+        if not self._task_book.by_id:
+            acct.held = held_by(self._holds.values(), agent_id)
+            return
+        now = self._clock()
+        acct.held, expired = self._task_book.held(self._holds.values(), agent_id, now)
+        for task in expired:  # its reservation is no longer held
+            self._append(task_end_line(task, now))
+
+    # -- task budgets (`gate.books.tasks`) --------------------------------------------
+
+    def task_for_key(self, key: str) -> Task | None:
+        """The open task whose key this is (compared by SHA-256), else None."""
+        return self._task_book.for_key(key, self._clock())
+
+    def tasks(self) -> list[Task]:
+        """Every task, its `held` and `ended` brought up to now."""
+        for agent_id in {t.agent_id for t in self._task_book.by_id.values()}:
+            acct = self._book(agent_id)
+            if acct is not None:
+                self._sync_held(acct)
+        return list(self._task_book.by_id.values())
+
+    async def open_task(
+        self, agent_id: str, cap: Decimal, expires_at: datetime, name: str | None
+    ) -> tuple[Task, str]:
+        """Mint a task key with its own cap, reserved out of the agent's budget; the
+        task line is on disk on return. Raises TaskRefused when the budget cannot
+        cover the cap (with a hard cap)."""
+        acct = self._accounts[agent_id]
+        async with acct.lock:
+            now = self._clock()
+            self._roll(acct, now, record=True)
+            self._sync_held(acct)
+            left = acct.budget_total - acct.committed
+            if acct.policy.hard_cap and cap > left:
+                raise TaskRefused(f"agent '{agent_id}' has {max(left, ZERO)} USD left to reserve")
+            key = mint_key()
+            task = Task(new_task_id(), agent_id, cap, expires_at, key_hash(key), name)
+            self._task_book.add(task)
+            written = self._append(task_line(task, now), durable=True)
+            self._sync_held(acct)
+        assert written is not None
+        try:
+            await written
+        except SpendLogError:
+            self._task_book.drop(task)
+            self._sync_held(acct)
+            raise
+        self._notify(agent_id, "task")
+        return task, key
+
+    def close_task(self, task_id: str) -> Task | None:
+        """End a task now: its key stops working and its unspent cap is released."""
+        task = self._task_book.by_id.get(task_id)
+        if task is None:
+            return None
+        if task.ended is None:
+            task.ended = "closed"
+            self._append(task_end_line(task, self._clock()))
+        acct = self._book(task.agent_id)
+        if acct is not None:
+            self._sync_held(acct)
+        return task
 
     # -- admin ------------------------------------------------------------------------
 
@@ -338,8 +430,11 @@ class Ledger:
     def replay(self, records: Iterable[Mapping[str, Any]]) -> int:
         """Rebuild every account from the log; returns the number of records applied.
         Holds without a request line stay open (see `open_holds`) for reconciliation."""
-        books = Books(self._accounts, self._dormant, self._holds)
+        books = Books(self._accounts, self._dormant, self._holds, self._task_book.by_id)
         count = replay_records(records, books, self._clock)
         if self._holds:
             self._no_holds.clear()
+        self._task_book.reindex()
+        for acct in [*self._accounts.values(), *self._dormant.values()]:
+            self._sync_held(acct)  # open tasks' reservations count as held
         return count

@@ -27,6 +27,7 @@ def hold_line(hold: Hold, tier: str, now: datetime) -> dict[str, Any]:
     return {
         **_of_hold("hold", hold, now),
         "api": hold.api,  # a crash's recovered line names it too
+        **({"task_id": hold.task_id} if hold.task_id is not None else {}),
         "held": hold.amount,
         "tier": tier,
         **({"sent": False} if hold.sent is False else {}),
@@ -74,6 +75,8 @@ def settled(
         cost=cost,
         budget_remaining=remaining,
     )
+    if hold.task_id is not None:
+        line["task_id"] = hold.task_id
 
 
 def refused(line: dict[str, Any], ts: str, remaining: Decimal | None) -> None:

@@ -36,7 +36,7 @@ from redis.exceptions import RedisError, ResponseError
 from gate.books import redis_scripts as lua
 from gate.books.accounts import Account
 from gate.books.holds import Hold, HoldDefaults, HoldRequest, decide
-from gate.books.ledger import Ledger
+from gate.books.ledger import Ledger, TaskRefused
 from gate.books.lines import budget_line, reset_line
 from gate.books.redis_connect import (
     connect,
@@ -48,6 +48,7 @@ from gate.books.redis_connect import (
 )
 from gate.books.redis_writer import Change, ChangeWriter
 from gate.books.spendlog import SpendLog, SpendLogError
+from gate.books.tasks import Task
 from gate.config import AgentPolicy, SpendStoreConfig
 from gate.core.clock import Clock, iso
 from gate.core.cost import ZERO, ModelPrice
@@ -254,6 +255,12 @@ class RedisLedger(Ledger):
                 self._failed(f"redis unreachable: {type(exc).__name__}: {exc}")
 
     # -- requests ---------------------------------------------------------------------
+
+    async def open_task(
+        self, agent_id: str, cap: Decimal, expires_at: datetime, name: str | None
+    ) -> tuple[Task, str]:
+        """Task budgets are this instance's books alone; the shared store has none yet."""
+        raise TaskRefused("task budgets need the JSONL spend store (spend_store.backend: jsonl)")
 
     async def reserve(
         self,

@@ -9,6 +9,7 @@ from typing import Any
 from gate.books.accounts import Account, Books, roll_period
 from gate.books.holds import Hold
 from gate.books.snapshots import restore_snapshot
+from gate.books.tasks import task_of_record
 from gate.core.clock import Clock, parse_ts
 from gate.core.cost import ZERO, to_decimal
 
@@ -48,11 +49,25 @@ def _apply(record: Mapping[str, Any], books: Books) -> None:
             api = record.get("api")
             if isinstance(api, str):
                 hold.api = api
+            task_id = record.get("task_id")
+            if isinstance(task_id, str):
+                hold.task_id = task_id
         gen = record.get("generation_id")
         if isinstance(gen, str):
             hold.generation_id = gen
         if record.get("sent") is False and hold.sent is None:
             hold.sent = False  # a send mark comes before the request can leave
+        return
+    if event == "task":
+        task = task_of_record(record)
+        if task is not None:
+            books.tasks[task.task_id] = task
+        return
+    if event == "task_end":
+        ended = books.tasks.get(str(record.get("task_id")))
+        if ended is not None and ended.ended is None:
+            reason = record.get("reason")
+            ended.ended = reason if isinstance(reason, str) else "closed"
         return
     if event == "sent":
         if isinstance(request_id, str) and (sent := books.holds.get(request_id)):
@@ -67,7 +82,11 @@ def _apply(record: Mapping[str, Any], books: Books) -> None:
     if ts is not None:
         roll_period(acct, ts)
     if event == "request":
-        acct.spent += to_decimal(record.get("cost")) or ZERO
+        cost = to_decimal(record.get("cost")) or ZERO
+        acct.spent += cost
+        task = books.tasks.get(str(record.get("task_id")))
+        if task is not None:
+            task.spent += cost
     elif event == "reset" and not _rolled_already(acct, record):
         acct.spent = ZERO
     elif event == "budget":

@@ -10,6 +10,7 @@ from typing import Any
 
 from gate.books.accounts import Account, Books, dormant_account
 from gate.books.holds import Hold
+from gate.books.tasks import snapshot_entry, task_of_record
 from gate.core.clock import iso, parse_ts
 from gate.core.cost import ZERO, to_decimal
 
@@ -35,10 +36,12 @@ def snapshot_record(now: datetime, books: Books) -> dict[str, Any]:
                 "generation_id": h.generation_id,
                 "sent": h.sent,
                 "api": h.api,
+                "task_id": h.task_id,
             }
             for h in books.holds.values()
             if not h.settled
         },
+        "tasks": {t.task_id: snapshot_entry(t) for t in books.tasks.values()},
     }
 
 
@@ -82,4 +85,12 @@ def restore_snapshot(snapshot: Mapping[str, Any], books: Books) -> None:
             hold.sent = sent if isinstance(sent, bool) else None
             api = saved.get("api")
             hold.api = api if isinstance(api, str) else "chat"
+            task_id = saved.get("task_id")
+            hold.task_id = task_id if isinstance(task_id, str) else None
             books.holds[request_id] = hold
+    books.tasks.clear()
+    saved_tasks = snapshot.get("tasks")
+    for saved in (saved_tasks if isinstance(saved_tasks, dict) else {}).values():
+        task = task_of_record(saved) if isinstance(saved, dict) else None
+        if task is not None:
+            books.tasks[task.task_id] = task

@@ -14,9 +14,9 @@ from typing import Any
 
 from gate.books.spendlog import read_records
 
-GROUPS = ("agent", "model", "day", "tier", "api")
+GROUPS = ("agent", "model", "day", "tier", "api", "task")
 FORMATS = ("table", "json", "csv")
-_FIELD = {"agent": "agent_id", "model": "model", "tier": "tier", "api": "api"}
+_FIELD = {"agent": "agent_id", "model": "model", "tier": "tier", "api": "api", "task": "task_id"}
 _DEFAULT = {"api": "chat"}  # lines written before the field existed were all chat
 
 

@@ -86,6 +86,7 @@ def admit(
     extra_usd: Decimal = Decimal(0),
     body: BodyCost = NO_EXTRAS,
     max_hold_usd: Decimal = MAX_HOLD_USD,
+    limit: Decimal | None = None,
 ) -> Admission | Refusal:
     """Decide one request: its tier, its upstream models and the hold it must place.
 
@@ -94,6 +95,8 @@ def admit(
     has no price). It must fit `max_hold_usd`, and with a hard cap what is left: a
     request whose `max_tokens` (or the default, when it set none) would not fit is
     clamped to what that pays for, and refused only when not even the rest fits.
+    `limit` (a task's unspent cap) bounds the hold as a hard cap does, whatever the
+    agent's own `hard_cap`.
     """
     tier = choose_tier(policy.tiers, budget_total, committed, policy.hard_cap)
     if tier is None:
@@ -105,9 +108,13 @@ def admit(
     completion = completion_per_choice(max_tokens, body, default_max_tokens, price)
     left = budget_total - committed
     cap = min(left, max_hold_usd) if policy.hard_cap else max_hold_usd
+    if limit is not None:
+        cap = min(cap, limit)
     # one pico-USD of room: the hold is rounded up to whole pico-USD
     affordable = affordable_completion_tokens(price, prompt_tokens, cap - PICO, body, extra_usd)
     if affordable < min(completion, 1):  # an answer of one token; none for embeddings
+        if limit is not None and limit < max_hold_usd and (not policy.hard_cap or limit < left):
+            return Refusal("the task's remaining budget cannot cover this request", tier)
         if policy.hard_cap and left < max_hold_usd:
             return Refusal("remaining budget cannot cover this request", tier)
         return Refusal(
@@ -119,7 +126,7 @@ def admit(
     if limited:
         completion = affordable
     hold = hold_usd(price, prompt_tokens, completion, body, extra_usd)
-    if not policy.hard_cap and not limited:
+    if not policy.hard_cap and limit is None and not limited:
         return Admission(tier, models, hold, None, False)
     # the gate sends the hold's assumption upstream, so it bounds the cost; it reports a
     # clamp only when the budget lowered it, not when it filled in the default

@@ -30,6 +30,7 @@ from gate.http.errors import (
     store_unavailable,
 )
 from gate.http.intake import bearer, read_json_object, same_secret
+from gate.http.task_routes import add_task_routes
 from gate.ops.wiring import add_ops_routes
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -210,4 +211,5 @@ def create_admin_app(env: dict[str, str]) -> web.Application:
     admin.router.add_post("/reset/{agent_id}", reset)
     admin.router.add_post("/reload", reload)
     add_ops_routes(admin)  # /alerts, /upstream, /prices
+    add_task_routes(admin)  # /tasks: task budgets
     return admin

@@ -8,16 +8,22 @@ import json
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from gate.books.tasks import KEY_PREFIX as TASK_KEY_PREFIX
+from gate.books.tasks import Task
 from gate.config import AgentPolicy, GateConfig
 from gate.http.errors import AUTHENTICATION, INVALID_REQUEST, PERMISSION, GateError
 
 AGENT_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 DEFAULT_AGENT = "default"
+
+
+class TaskKeys(Protocol):
+    def task_for_key(self, key: str) -> Task | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,15 +89,34 @@ def agent_id_of(request: web.Request) -> str:
     return raw
 
 
+def task_of(request: web.Request, ledger: TaskKeys) -> Task | None:
+    """The open task whose key the client presents (`gate.books.tasks`), or None when
+    the key is no task key; 401 for a task key that is unknown or has ended, 403 when
+    `X-Agent-ID` names another agent than the task's."""
+    key = presented_key(request)
+    if key is None or not key.startswith(TASK_KEY_PREFIX):
+        return None
+    task = ledger.task_for_key(key)
+    if task is None:
+        raise GateError(401, AUTHENTICATION, "unknown task key, or its task has ended")
+    claimed = request.headers.get("X-Agent-ID")
+    if claimed is not None and claimed != task.agent_id:
+        raise GateError(403, PERMISSION, "this task key belongs to another agent")
+    return task
+
+
 def identify(
     request: web.Request,
     cfg: GateConfig,
     agent_id: str | None = None,
     forwarded: tuple[str, ...] = (),
+    *,
+    by_task: bool = False,
 ) -> Caller:
     """The calling agent and the Authorization to send upstream (400/401/403). The key
     comes as `Authorization: Bearer` or `x-api-key`; `forwarded` names the API's own
-    headers that go upstream with it."""
+    headers that go upstream with it. `by_task`: the key was a task's, already checked
+    (`task_of`); it is never passed upstream."""
     if agent_id is None:
         agent_id = agent_id_of(request)
     policy = cfg.agents.get(agent_id)
@@ -99,6 +124,10 @@ def identify(
         raise GateError(403, PERMISSION, f"agent '{agent_id}' is not configured on this gate")
     token = presented_key(request)
     extra = forwarded_headers(request, forwarded) if forwarded else None
+    if by_task:
+        if cfg.openrouter.api_key is None:
+            raise GateError(401, AUTHENTICATION, "the gate has no upstream key for task keys")
+        return Caller(policy, "Bearer " + cfg.openrouter.api_key, extra)
     if policy.api_key is not None:
         if not same_secret(token, policy.api_key):
             raise GateError(401, AUTHENTICATION, "invalid or missing agent key")

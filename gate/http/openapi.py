@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from gate.http.openapi_apis import SCHEMAS as API_SCHEMAS
-from gate.http.openapi_apis import anthropic_responses, api_paths
+from gate.http.openapi_apis import TASK_SCHEMAS, anthropic_responses, api_paths, task_paths
 
 AGENT_ID_PATTERN = "^[A-Za-z0-9._-]{1,64}$"
 
@@ -38,6 +38,7 @@ ERROR_MEANINGS = {
     "Origin or Host (a web page's request)",
     404: "No such agent",
     408: "The request body arrived too slowly (limits.client_timeout_seconds)",
+    409: "A task's cap that the agent's budget cannot cover (or a store without tasks)",
     413: "The body is larger than limits.max_body_bytes",
     415: "A POST body that is not application/json",
     429: "A rate limit: the agent's requests or tokens per minute, the :free models' "
@@ -480,6 +481,7 @@ def document() -> dict[str, Any]:
                 "parameters": [AGENT_PATH],
                 **_admin_post("Set budget_total and/or budget_spent", "Spend", True, 400, 404),
             },
+            **task_paths(ADMIN, ADMIN_NOTE),
             "/api/reset/{agent_id}": {
                 "parameters": [AGENT_PATH],
                 **_admin_post("Set budget_spent back to 0", "Spend", False, 404),
@@ -542,12 +544,9 @@ def document() -> dict[str, Any]:
                     "pass-through mode, the client's OpenRouter key",
                 },
             },
-            "schemas": {**SCHEMAS, **API_SCHEMAS},
+            "schemas": {**SCHEMAS, **API_SCHEMAS, **TASK_SCHEMAS},
             "responses": {
-                **{
-                    f"E{code}": _json(_ref("Error"), text)
-                    for code, text in ERROR_MEANINGS.items()
-                },
+                **{f"E{code}": _json(_ref("Error"), text) for code, text in ERROR_MEANINGS.items()},
                 **anthropic_responses(ERROR_MEANINGS),
             },
         },

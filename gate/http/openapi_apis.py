@@ -130,8 +130,7 @@ def api_paths(headers: dict[str, Any]) -> dict[str, Any]:
             headers,
         ),
         "/v1/messages": _operation(
-            "An Anthropic message, routed to the agent's current tier; errors in "
-            "Anthropic's shape",
+            "An Anthropic message, routed to the agent's current tier; errors in Anthropic's shape",
             "MessagesRequest",
             "A",
             headers,
@@ -159,4 +158,102 @@ def anthropic_responses(meanings: dict[int, str]) -> dict[str, Any]:
             "content": {"application/json": {"schema": _ref("AnthropicError")}},
         }
         for code, text in meanings.items()
+    }
+
+
+TASK: dict[str, Any] = {
+    "type": "object",
+    "required": ["task_id", "agent_id", "cap", "spent", "remaining", "expires_at", "open"],
+    "properties": {
+        "task_id": {"type": "string"},
+        "agent_id": {"type": "string"},
+        "name": {"type": "string", "nullable": True},
+        "cap": {"type": "number"},
+        "spent": {"type": "number"},
+        "held": {"type": "number"},
+        "remaining": {"type": "number"},
+        "expires_at": {"type": "string"},
+        "open": {"type": "boolean"},
+        "ended": {"type": "string", "nullable": True},
+    },
+}
+TASK_SCHEMAS: dict[str, Any] = {
+    "Task": TASK,
+    "TaskCreated": {
+        **TASK,
+        "required": [*TASK["required"], "key"],
+        "properties": {
+            **TASK["properties"],
+            "key": {"type": "string", "description": "The task key: shown this once"},
+        },
+    },
+    "TaskList": {
+        "type": "object",
+        "required": ["tasks"],
+        "properties": {"tasks": {"type": "array", "items": _ref("Task")}},
+    },
+    "TaskRequest": {
+        "type": "object",
+        "required": ["agent_id", "cap"],
+        "additionalProperties": False,
+        "properties": {
+            "agent_id": {"type": "string"},
+            "cap": {"type": "number", "exclusiveMinimum": True, "minimum": 0},
+            "ttl_seconds": {"type": "integer", "minimum": 1, "maximum": 604800},
+            "name": {"type": "string", "maxLength": 200},
+        },
+    },
+}
+
+
+def task_paths(admin: list[dict[str, list[str]]], note: str) -> dict[str, Any]:
+    """`/api/tasks`: task budgets (admin)."""
+
+    def errors(*codes: int) -> dict[str, Any]:
+        return {str(c): {"$ref": f"#/components/responses/E{c}"} for c in codes}
+
+    def answer(schema: str, text: str) -> dict[str, Any]:
+        return {"description": text, "content": {"application/json": {"schema": _ref(schema)}}}
+
+    task_id = {"name": "task_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    return {
+        "/api/tasks": {
+            "post": {
+                "summary": "Mint a task key with its own cap, reserved from the agent's budget",
+                "description": "The key is in the answer only." + note,
+                "security": admin,
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("TaskRequest")}},
+                },
+                "responses": {
+                    "201": answer("TaskCreated", "The task and its key"),
+                    **errors(400, 401, 403, 404, 409, 415, 503),
+                },
+            },
+            "get": {
+                "summary": "Every task (never their keys)",
+                "description": "Every task." + note,
+                "security": admin,
+                "responses": {"200": answer("TaskList", "The tasks"), **errors(401)},
+            },
+        },
+        "/api/tasks/{task_id}": {
+            "parameters": [task_id],
+            "get": {
+                "summary": "One task",
+                "description": "One task." + note,
+                "security": admin,
+                "responses": {"200": answer("Task", "The task"), **errors(401, 404)},
+            },
+        },
+        "/api/tasks/{task_id}/close": {
+            "parameters": [task_id],
+            "post": {
+                "summary": "End a task now: its key stops, its unspent cap is released",
+                "description": "End a task." + note,
+                "security": admin,
+                "responses": {"200": answer("Task", "The ended task"), **errors(401, 403, 404)},
+            },
+        },
     }

@@ -30,7 +30,7 @@ from gate.http.errors import (
     log_unavailable,
     store_unavailable,
 )
-from gate.http.intake import agent_id_of, identify, read_json_object
+from gate.http.intake import agent_id_of, identify, read_json_object, task_of
 from gate.http.limits import refusal_headers
 from gate.http.relay import Call, relay_json
 from gate.http.stream import relay_stream
@@ -80,7 +80,11 @@ async def _admit_and_relay(request: web.Request, api: InferenceApi) -> web.Strea
     ticket = None  # what the rate limits counted, undone if the request is refused later
     try:
         line["agent_id"] = agent_id_of(request)  # as claimed: a refusal names who tried
-        caller = identify(request, cfg, line["agent_id"], api.forwarded_headers)
+        task = task_of(request, gate.ledger)  # a task's key: its agent, its cap
+        if task is not None:
+            line["agent_id"], line["task_id"] = task.agent_id, task.task_id
+        by_task = task is not None
+        caller = identify(request, cfg, line["agent_id"], api.forwarded_headers, by_task=by_task)
         known = True
         body, size = await read_json_object(
             request,
@@ -91,7 +95,9 @@ async def _admit_and_relay(request: web.Request, api: InferenceApi) -> web.Strea
         line["stream"] = body.get("stream") is True
         if gate.config is not cfg:  # reloaded while the body arrived: admitted under the new
             cfg = gate.config  # config, so a removed agent gets the unknown agent's 403
-            caller = identify(request, cfg, line["agent_id"], api.forwarded_headers)
+            caller = identify(
+                request, cfg, line["agent_id"], api.forwarded_headers, by_task=by_task
+            )
         ask = api.read(body, size, cfg.holds.max_tokens_ceiling)
         demand = ask.demand
         spend_log = gate.ledger.spend_log
@@ -117,6 +123,7 @@ async def _admit_and_relay(request: web.Request, api: InferenceApi) -> web.Strea
                     cfg.holds.plugin_usd_per_request * demand.unpriced_plugins,
                     demand.body,
                     api.name,
+                    line.get("task_id"),
                 ),
                 gate.prices.prices,
                 HoldDefaults(
@@ -143,7 +150,8 @@ async def _admit_and_relay(request: web.Request, api: InferenceApi) -> web.Strea
                 line["tier"] = outcome.tier.name
                 line["models_allowed"] = list(outcome.tier.models)
             if outcome.status == 402:
-                resets_at = gate.ledger.resets_at(caller.policy.agent_id)
+                # a task's cap never resets; the agent's budget resets with its period
+                resets_at = None if by_task else gate.ledger.resets_at(caller.policy.agent_id)
                 refusal = budget_refusal(caller.policy.agent_id, outcome.message, resets_at)
                 raise api.budget_refusal(request.headers, refusal)
             raise GateError(outcome.status, INVALID_REQUEST, outcome.message)
