@@ -20,7 +20,7 @@ from gate.books.redis_store import RedisLedger
 from gate.books.refusals import flush_every
 from gate.books.spendlog import SpendLog, last_snapshot_offset, read_records
 from gate.config import GateConfig
-from gate.context import GATE, Gate
+from gate.context import GATE, Gate, Live
 from gate.core.clock import Clock, utc_now
 from gate.http.admin import check_admin, create_admin_app
 from gate.http.apis import for_path
@@ -90,14 +90,13 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
             aiohttp.ClientSession(connector=connector) as session,
             running_sinks(cfg.sinks, spend_log) as sinks,  # closed after the tasks below
         ):
+            upstream = Upstream(session, cfg.openrouter, cfg.retry, key_status=key_status)
             gate = Gate(
-                config=cfg,
+                live=Live.build(cfg, upstream, sinks),
                 ledger=ledger,
-                upstream=Upstream(session, cfg.openrouter, cfg.retry, key_status=key_status),
                 prices=PriceTable(),
                 metrics=Metrics(cfg.agents),
                 key_status=key_status,
-                sinks=sinks,
                 limits=RateLimits(app[CLOCK], shared=_shared_limits(ledger)),
                 paces=Paces(app[CLOCK]),
             )

@@ -1,11 +1,12 @@
-"""What every handler shares, under one typed AppKey: no module-level state."""
+"""What every handler shares, under one typed AppKey: no module-level state. What a
+reload changes is one immutable `Live` bundle, swapped whole."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -28,11 +29,40 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+@dataclass(frozen=True, slots=True)
+class Live:
+    """What a reload replaces, as one value: the config, the upstream client built on it,
+    the sinks running and every secret to scrub. `/api/reload` builds a new one, checks
+    it, and swaps it in with one assignment (`Gate.live`); a handler or a background
+    round reads `gate.live` (or `gate.config`) once and works with that."""
+
+    config: GateConfig
+    upstream: Upstream
+    sinks: tuple[PostgresSink, ...] = ()
+    secrets: tuple[str, ...] = ()  # computed once per load, not per scrub
+
+    @classmethod
+    def build(
+        cls, config: GateConfig, upstream: Upstream, sinks: Iterable[PostgresSink] = ()
+    ) -> Live:
+        """A bundle whose secrets are the config's and those of the sinks actually
+        running (a reload does not replace them, so their DSNs may no longer be in the
+        config)."""
+        running = tuple(sinks)
+        found = secrets_of(config) + [s for sink in running for s in dsn_secrets(sink.cfg.dsn)]
+        return cls(config, upstream, running, tuple(dict.fromkeys(found)))
+
+    def reloaded(self, config: GateConfig) -> Live:
+        """The bundle for a reloaded config: the upstream client on its new settings
+        (the session and its hooks kept), the running sinks kept."""
+        upstream = replace(self.upstream, config=config.openrouter, retry=config.retry)
+        return Live.build(config, upstream, self.sinks)
+
+
 @dataclass(slots=True)
 class Gate:
-    config: GateConfig  # replaced whole by /api/reload; handlers take it once per request
+    live: Live  # replaced whole by /api/reload
     ledger: Ledger
-    upstream: Upstream
     prices: PriceTable
     metrics: Metrics
     # Relays whose handler was cancelled (client gone, shutdown): they finish billing here.
@@ -41,7 +71,6 @@ class Gate:
     slots: Slots = field(default_factory=Slots)  # calls in flight, for the concurrency caps
     limits: RateLimits = field(default_factory=RateLimits)  # requests and tokens per minute
     key_status: KeyStatus = field(default_factory=KeyStatus)  # is the upstream key good?
-    sinks: list[PostgresSink] = field(default_factory=list)  # copies of the spend log
     # name -> what a background part (console sync, upstream credit) adds to /api/health;
     # None leaves it out, a "warning" key goes to the body's "warnings" list.
     health_checks: dict[str, Callable[[], dict[str, Any] | None]] = field(default_factory=dict)
@@ -49,6 +78,23 @@ class Gate:
     calibration: Calibration = field(default_factory=Calibration)
     breaker: Breaker = field(default_factory=Breaker)  # runaway loops, per agent
     paces: Paces = field(default_factory=Paces)  # recent spend rates, for the forecast
+
+    @property
+    def config(self) -> GateConfig:
+        return self.live.config
+
+    @property
+    def upstream(self) -> Upstream:
+        return self.live.upstream
+
+    @property
+    def sinks(self) -> tuple[PostgresSink, ...]:
+        """The copies of the spend log running since start-up."""
+        return self.live.sinks
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret the gate knows, for scrubbing what it relays or logs."""
+        return self.live.secrets
 
     async def shielded(self, work: Coroutine[Any, Any, T], slot: Slot) -> T:
         """Run a relay so that cancelling the handler cannot stop it half-way: it reads
@@ -87,15 +133,9 @@ class Gate:
     def price_source(self) -> tuple[Upstream, str | None]:
         """The upstream and the Authorization the price refresh uses now (after a reload:
         the new ones)."""
-        key = self.config.openrouter.api_key
-        return self.upstream, f"Bearer {key}" if key else None
-
-    def secrets(self) -> list[str]:
-        """Every secret the gate knows, for scrubbing what it relays: the current
-        config's, and those of the sinks actually running (a reload does not replace
-        them, so their DSNs may no longer be in the config)."""
-        running = [secret for sink in self.sinks for secret in dsn_secrets(sink.cfg.dsn)]
-        return secrets_of(self.config) + running
+        live = self.live
+        key = live.config.openrouter.api_key
+        return live.upstream, f"Bearer {key}" if key else None
 
 
 def secrets_of(cfg: GateConfig) -> list[str]:

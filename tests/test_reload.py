@@ -129,6 +129,40 @@ async def test_reload_moves_price_refresh_and_key_probe_to_the_new_upstream_and_
     assert len(seen["old"]) == old_after  # nothing more goes to the old upstream
 
 
+async def test_reload_swaps_one_bundle_whole_and_keeps_the_upstream_hooks(
+    start_gate, mock, tmp_path: Path
+) -> None:
+    """A reload builds a new `Live` (config, upstream client, secrets) and swaps it in
+    one assignment: the old bundle is left as it was (whoever copied it still holds a
+    consistent whole), the new upstream client runs on the new settings but keeps the
+    session and the answer hook that feeds metrics and alerts, and the new key is among
+    the secrets scrubbed at once."""
+    raw = raw_config(
+        tmp_path, mock.base_url, openrouter={"api_key": "sk-or-v1-first"}, admin_token=TOKEN
+    )
+    path = write_config(tmp_path / "gate.yaml", raw)
+    client = await start_gate(load_config(path, {}), env={})
+    gate = client.app[GATE]
+    old = gate.live
+    assert old.upstream.on_answer is not None  # wired at start-up (metrics, alerts)
+    raw["cost_routing"]["openrouter"]["api_key"] = "sk-or-v1-second"
+    raw["cost_routing"]["retry"] = {"max_retries": 1}
+    write_config(path, raw)
+    await reload(client)
+    new = gate.live
+    assert new is not old
+    assert old.config.openrouter.api_key == "sk-or-v1-first"  # the old whole, untouched
+    assert "sk-or-v1-first" in old.secrets and "sk-or-v1-second" not in old.secrets
+    assert new.config.openrouter.api_key == "sk-or-v1-second"
+    assert new.upstream.config is new.config.openrouter
+    assert new.upstream.retry is new.config.retry and new.upstream.retry.max_retries == 1
+    assert new.upstream.on_answer is old.upstream.on_answer
+    assert new.upstream.session is old.upstream.session
+    assert "sk-or-v1-second" in gate.secrets()
+    resp = await client.post(CHAT, json=chat(), headers={"X-Agent-ID": "agent-1"})
+    assert resp.status == 200
+
+
 def dead_sink(password: str) -> list[dict[str, Any]]:
     return [
         {

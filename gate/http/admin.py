@@ -189,8 +189,7 @@ async def reload(request: web.Request) -> web.Response:
         new = replace(new, spend_log=gate.config.spend_log)
     if new.sinks != gate.config.sinks:
         notes.append("sinks changes take effect at the next start")
-    gate.config = new
-    gate.upstream = replace(gate.upstream, config=new.openrouter, retry=new.retry)
+    gate.live = gate.live.reloaded(new)  # one swap: config, upstream client, secrets
     gate.key_status.wake()  # a rotated key is checked now, not at the next interval
     gate.prices.wake()  # and the prices asked of the upstream and key now in force
     gate.ledger.apply_policies(new.agents)

@@ -54,7 +54,7 @@ def start_ops(app: web.Application, gate: Gate, clock: Clock) -> list[asyncio.Ta
         except Exception:  # watching upstream never breaks a request
             log.exception("upstream answer hook failed")
 
-    gate.upstream = replace(gate.upstream, on_answer=on_answer)
+    gate.live = replace(gate.live, upstream=replace(gate.upstream, on_answer=on_answer))
     metrics.track_ledger(gate.ledger)
     gate.health_checks["console"] = ops.console.health
     gate.health_checks["upstream_credit"] = ops.balance.health
