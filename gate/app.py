@@ -6,19 +6,17 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping
-from pathlib import Path
 
 import aiohttp
 from aiohttp import web
 
-from gate.books.ledger import Ledger
+from gate.books.opening import open_store
 from gate.books.paces import Paces
 from gate.books.reconcile import reconcile_open_holds, recover_expired_holds
-from gate.books.redis_connect import redacted
 from gate.books.redis_limits import RedisWindows
-from gate.books.redis_store import RedisLedger
 from gate.books.refusals import flush_every
-from gate.books.spendlog import SpendLog, last_snapshot_offset, read_records
+from gate.books.spendlog import SpendLog
+from gate.books.store import Sharing
 from gate.config import GateConfig
 from gate.context import GATE, Gate, Live
 from gate.core.clock import Clock, utc_now
@@ -43,7 +41,6 @@ log = logging.getLogger(__name__)
 
 CONFIG = web.AppKey("config", GateConfig)
 PRICES_AT_START = 5.0  # seconds start-up waits for the price table
-SNAPSHOT_AT_START = 1000  # replayed more lines than this: write a snapshot once started
 CLOCK: web.AppKey[Clock] = web.AppKey("clock")
 
 
@@ -82,7 +79,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     spend_log = SpendLog(cfg.spend_log, fsync=cfg.spend_log_fsync)
     await spend_log.start()
     try:
-        ledger = await _open_ledger(cfg, spend_log, app[CLOCK])
+        ledger = await open_store(cfg, spend_log, app[CLOCK])
         connector = SendMarkConnector(limit=0, ttl_dns_cache=300)
         key_status = KeyStatus()
         async with (
@@ -97,7 +94,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
                 prices=PriceTable(),
                 metrics=Metrics(cfg.agents),
                 key_status=key_status,
-                limits=RateLimits(app[CLOCK], shared=_shared_limits(ledger)),
+                limits=RateLimits(app[CLOCK], shared=_shared_limits(ledger.sharing)),
                 paces=Paces(app[CLOCK]),
             )
             app[GATE] = gate
@@ -112,8 +109,9 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
                 asyncio.create_task(flush_every(ledger.flush_refusals), name="refusals"),
                 *start_ops(app, gate, app[CLOCK]),  # alerts, console sync, upstream key + balance
             ]
-            if isinstance(ledger, RedisLedger):  # dead instances' holds, settled here
-                tasks.append(asyncio.create_task(recover_expired_holds(gate, ledger)))
+            if ledger.sharing is not None:  # dead instances' holds, settled here
+                sweep = recover_expired_holds(gate, ledger.sharing.sweep_seconds)
+                tasks.append(asyncio.create_task(sweep, name="claim-expired"))
             try:
                 yield
             finally:
@@ -134,35 +132,11 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
         await spend_log.close()
 
 
-async def _open_ledger(cfg: GateConfig, spend_log: SpendLog, clock: Clock) -> Ledger:
-    """The JSONL store, rebuilt from this instance's log; or the shared Redis store,
-    which refuses (SpendStoreStartError) to start on a Redis that lost its state."""
-    if cfg.spend_store.backend == "redis":
-        shared = RedisLedger(cfg.agents, spend_log, clock, cfg.spend_store)
-        await shared.start()
-        log.info("spend store: %s, shared by every instance on it", redacted(shared.store.url))
-        return shared
-    ledger = Ledger(cfg.agents, spend_log, clock)
-    ledger.marks_sends = True  # its replay tells a hold never sent from one maybe sent
-    count = await asyncio.to_thread(_replay, ledger, cfg.spend_log)
-    log.info("spend log: %d lines replayed, %d holds open", count, len(ledger.open_holds()))
-    if count > SNAPSHOT_AT_START:
-        ledger.write_snapshot()  # the next start replays from here
-    return ledger
-
-
-def _shared_limits(ledger: Ledger) -> SharedLimits | None:
-    """On the Redis store the rate limits are counted there, shared by every instance."""
-    if not isinstance(ledger, RedisLedger):
+def _shared_limits(sharing: Sharing | None) -> SharedLimits | None:
+    """On a shared store the rate limits are counted there, shared by every instance."""
+    if sharing is None:
         return None
-    store = ledger.store
-    return SharedLimits(
-        RedisWindows(ledger.client), store.key_prefix, open=store.on_store_error == "open"
-    )
-
-
-def _replay(ledger: Ledger, path: Path) -> int:
-    return ledger.replay(read_records(path, last_snapshot_offset(path)))
+    return SharedLimits(RedisWindows(sharing.client), sharing.key_prefix, open=sharing.fail_open)
 
 
 def create_app(

@@ -11,8 +11,8 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from gate.books.ledger import Ledger
 from gate.books.paces import Paces
+from gate.books.store import SpendStore
 from gate.config import GateConfig
 from gate.core.calibrate import Calibration
 from gate.http.bodies import BodyChecker
@@ -62,7 +62,7 @@ class Live:
 @dataclass(slots=True)
 class Gate:
     live: Live  # replaced whole by /api/reload
-    ledger: Ledger
+    ledger: SpendStore  # the JSONL or the Redis store (gate.books.store)
     prices: PriceTable
     metrics: Metrics
     # Relays whose handler was cancelled (client gone, shutdown): they finish billing here.

@@ -74,3 +74,68 @@ def test_every_subpackage_says_what_it_owns() -> None:
 def test_no_module_left_at_the_top_but_the_composition_root() -> None:
     top = sorted(p.name for p in GATE.glob("*.py"))
     assert top == ["__init__.py", "__main__.py", "app.py", "context.py", "logfilter.py"]
+
+
+# -- the spend store: one protocol, two implementations, neither a subclass ----------------
+
+
+def _protocol_members() -> set[str]:
+    from gate.books.store import SpendStore
+
+    tree = ast.parse((GATE / "books" / "store.py").read_text())
+    (proto,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "SpendStore"]
+    names = {
+        n.name for n in proto.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)
+    }
+    names |= {n.target.id for n in proto.body if isinstance(n, ast.AnnAssign)}  # type: ignore[union-attr]
+    assert names and SpendStore.__name__ == "SpendStore"
+    return names
+
+
+def test_both_stores_implement_the_protocol_and_neither_extends_the_other() -> None:
+    """`Ledger` (JSONL) and `RedisLedger` each define every member of `SpendStore`
+    themselves; the Redis store keeps a `Ledger` inside (its mirror) instead of
+    inheriting from it, and uses only its public methods."""
+    from gate.books.ledger import Ledger
+    from gate.books.redis_store import RedisLedger
+
+    assert not issubclass(RedisLedger, Ledger) and not issubclass(Ledger, RedisLedger)
+    assert RedisLedger.__mro__[1:] == (object,)
+    members = _protocol_members()
+    for store in (Ledger, RedisLedger):
+        defined = set(vars(store)) | set(getattr(store, "__annotations__", {}))
+        defined |= _assigned_in_init(store)
+        assert members - defined == set(), (store.__name__, members - defined)
+    source = (GATE / "books" / "redis_store.py").read_text()
+    reached = {
+        node.attr
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Attribute)
+        and node.attr.startswith("_")
+        and isinstance(node.value, ast.Attribute)
+        and node.value.attr == "books"
+    }
+    assert reached == set(), f"redis_store reaches into the Ledger's privates: {reached}"
+
+
+def _assigned_in_init(cls: type) -> set[str]:
+    import inspect
+    import textwrap
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls.__init__)))  # type: ignore[misc]
+    return {
+        node.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "self"
+        and isinstance(node.ctx, ast.Store)
+    }
+
+
+def test_the_composition_root_does_not_branch_on_the_store_type() -> None:
+    """`app.py` opens whatever store the config names through `books.opening` and
+    works with the protocol: no store class is named there, no isinstance on one."""
+    source = (GATE / "app.py").read_text()
+    assert "RedisLedger" not in source and "Ledger(" not in source
+    assert "isinstance(ledger" not in source

@@ -5,7 +5,9 @@ start-up, and every change made here is appended to it as a line, in the order t
 changes were made. Each agent's changes run under that agent's asyncio lock; the lock
 is never held across an upstream call or a disk write.
 
-This is the JSONL spend store; a shared store (Redis) offers the same methods.
+This is the JSONL spend store (`gate.books.store.SpendStore`). The shared store
+(`gate.books.redis_store`) keeps one inside as this instance's mirror and log, with
+itself as the `Follower`: it counts `held` and is told of every settlement.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import asyncio
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 from gate.books.accounts import (
     Account,
@@ -41,6 +43,7 @@ from gate.books.refusals import RefusalTally
 from gate.books.replay import replay_records
 from gate.books.snapshots import snapshot_record
 from gate.books.spendlog import SpendLog, SpendLogError
+from gate.books.store import Sharing, TaskRefused
 from gate.books.tasks import (
     Task,
     TaskBook,
@@ -55,9 +58,21 @@ from gate.core.clock import Clock, iso
 from gate.core.cost import ZERO, ModelPrice
 from gate.core.router import Admission, Refusal
 
+__all__ = ["SNAPSHOT_EVERY", "Follower", "Ledger", "TaskRefused"]
 
-class TaskRefused(Exception):
-    """A task's cap that the agent's budget cannot cover, or a store without tasks."""
+
+class Follower(Protocol):
+    """A shared store under which these books are one instance's mirror: it says what
+    an agent has held (every instance's holds) and is told of each hold let go."""
+
+    def held(self, agent_id: str) -> Decimal:
+        """The agent's held amount, as the shared store counts it."""
+        ...
+
+    def settled(self, hold: Hold, cost: Decimal, at: str | None) -> None:
+        """A hold settled at `cost` (its request line stamped `at`), or released (cost
+        0, `at` None): to be sent on to the shared store."""
+        ...
 
 
 SNAPSHOT_EVERY = 10_000  # lines between snapshots: start-up replays at most about this many
@@ -65,9 +80,16 @@ SNAPSHOT_EVERY = 10_000  # lines between snapshots: start-up replays at most abo
 
 class Ledger:
     def __init__(
-        self, agents: Mapping[str, AgentPolicy], spend_log: SpendLog, clock: Clock
+        self,
+        agents: Mapping[str, AgentPolicy],
+        spend_log: SpendLog,
+        clock: Clock,
+        follower: Follower | None = None,
     ) -> None:
         self._log = spend_log
+        # Under a shared store: it counts `held`, it is told of settlements, and the
+        # shared state rolls periods and needs no snapshots (see `Follower`).
+        self._follower = follower
         self._clock = clock
         now = clock()
         self._accounts = {aid: new_account(p, now) for aid, p in agents.items()}
@@ -87,12 +109,13 @@ class Ledger:
         self.line_observers: list[LineObserver] = []
         self.refusals = RefusalTally()  # refusals of no authenticated agent, counted
 
-    def _notify(self, agent_id: str, change: str) -> None:
+    def notify(self, agent_id: str, change: str) -> None:
+        """Tell the observers an agent's account changed (`change` says how)."""
         notify(self.observers, agent_id, change)
 
     # -- the log ----------------------------------------------------------------------
 
-    def _append(
+    def append(
         self, record: dict[str, Any], *, durable: bool = False
     ) -> asyncio.Future[None] | None:
         written = self._log.append(record, durable=durable)
@@ -106,9 +129,11 @@ class Ledger:
         return self._since_snapshot
 
     def write_snapshot(self) -> None:
-        """Append the whole state as one line; replay starts from the last one."""
+        """Append the whole state as one line; replay starts from the last one. A
+        mirror writes none: the shared store holds the state, a rebuild merges logs."""
         self._since_snapshot = 0
-        self._log.append(self.snapshot_record())
+        if self._follower is None:
+            self._log.append(self.snapshot_record())
 
     def snapshot_record(self) -> dict[str, Any]:
         books = Books(self._accounts, self._dormant, self._holds, self._task_book.by_id)
@@ -124,30 +149,51 @@ class Ledger:
     def spend_log(self) -> SpendLog:
         return self._log
 
+    @property
+    def sharing(self) -> Sharing | None:
+        """None: this instance's books are its own."""
+        return None
+
     def account(self, agent_id: str) -> Account | None:
         acct = self._accounts.get(agent_id)
         if acct is not None:
-            self._roll(acct, self._clock(), record=True)
+            self.roll(acct, self._clock())
             if self._task_book.by_id:  # a task that expired meanwhile lets its reservation go
-                self._sync_held(acct)
+                self.sync_held(acct)
         return acct
 
     def agent_ids(self) -> list[str]:
         return list(self._accounts)
 
-    def _book(self, agent_id: str) -> Account | None:
+    def configured(self, agent_id: str) -> Account:
+        """A configured agent's account as it stands (KeyError for any other)."""
+        return self._accounts[agent_id]
+
+    def book(self, agent_id: str) -> Account | None:
         """The agent's account, configured or dormant (for settling and replaying)."""
         return self._accounts.get(agent_id) or self._dormant.get(agent_id)
 
     def open_holds(self) -> list[Hold]:
         return [h for h in self._holds.values() if not h.settled]
 
+    def hold_ids(self) -> list[str]:
+        return list(self._holds)
+
+    def adopt(self, hold: Hold) -> None:
+        """Take an open hold over (a dead instance's, claimed from a shared store)."""
+        self._holds[hold.request_id] = hold
+        self._no_holds.clear()
+
+    async def claim_expired(self) -> list[Hold]:
+        """None: no other instance places holds in these books."""
+        return []
+
     async def all_settled(self) -> None:
         """Wait until no hold is open (every request in flight has written its line)."""
         await self._no_holds.wait()
 
-    # A shared store (gate.books.redis_store) overrides these three; the JSONL store is
-    # always current, never fails apart from its log, and has nothing to close.
+    # The JSONL store is always current, never fails apart from its log, and has nothing
+    # to close; a shared store (gate.books.redis_store) has its own three.
     @property
     def store_error(self) -> str | None:
         """Why the spend store cannot be used now, or None."""
@@ -194,38 +240,38 @@ class Ledger:
         acct = self._accounts[agent_id]
         async with acct.lock:
             now = self._clock()
-            self._roll(acct, now, record=True)
+            self.roll(acct, now)
             if self._task_book.by_id:  # a task past its expiry lets its reservation go
-                self._sync_held(acct)
+                self.sync_held(acct)
             unused = self._task_book.unused(ask.task_id, now)
             decision = decide(acct, ask, prices, defaults, unused)
             if isinstance(decision, Refusal):
                 if decision.status == 402:  # the budget's refusal, not a body too costly
-                    self._notify(agent_id, "refused")
+                    self.notify(agent_id, "refused")
                 return decision
             hold = Hold(request_id, agent_id, decision.hold, api=ask.api, task_id=ask.task_id)
-            written = self._record_hold(hold, decision.tier.name, now)
-            self._sync_held(acct)
-        await self._hold_on_disk(hold, written)
+            written = self.record_hold(hold, decision.tier.name, now)
+            self.sync_held(acct)
+        await self.hold_written(hold, written)
         return decision, hold
 
-    def _record_hold(self, hold: Hold, tier: str, now: datetime) -> asyncio.Future[None]:
+    def record_hold(self, hold: Hold, tier: str, now: datetime) -> asyncio.Future[None]:
         """Open the hold and append its line (durable). Runs under the agent's lock."""
         self._holds[hold.request_id] = hold
         self._no_holds.clear()
         if self.marks_sends:
             hold.sent = False  # until `mark_sent`
-        written = self._append(hold_line(hold, tier, now), durable=True)
+        written = self.append(hold_line(hold, tier, now), durable=True)
         assert written is not None
         return written
 
-    async def _hold_on_disk(self, hold: Hold, written: asyncio.Future[None]) -> None:
+    async def hold_written(self, hold: Hold, written: asyncio.Future[None]) -> None:
         """Wait (outside the lock) until the hold's line is on disk; undo the hold if it
         never will be."""
         try:
             await written
         except SpendLogError:
-            self._release(hold)  # its line was dropped: nothing to settle
+            self.release(hold)  # its line was dropped: nothing to settle
             raise
         except asyncio.CancelledError:
             # The hold line may still reach the file: settle it, so no restart charges it.
@@ -237,7 +283,7 @@ class Ledger:
         if hold.generation_id is not None or hold.settled:
             return
         hold.generation_id = generation_id
-        self._append(generation_line(hold, generation_id, self._clock()))
+        self.append(generation_line(hold, generation_id, self._clock()))
 
     def mark_sent(self, hold: Hold) -> asyncio.Future[None] | None:
         """Record, durably, that the request is about to reach upstream; its call waits
@@ -246,7 +292,7 @@ class Ledger:
         if not self.marks_sends or hold.sent or hold.settled:
             return None
         hold.sent = True
-        return self._append(sent_line(hold, self._clock()), durable=True)
+        return self.append(sent_line(hold, self._clock()), durable=True)
 
     def settle(self, hold: Hold, cost: Decimal, line: dict[str, Any]) -> Decimal | None:
         """Release the hold, charge the real cost and write the request line.
@@ -256,21 +302,23 @@ class Ledger:
         hold.settled = True
         self._forget(hold)
         now = self._clock()
-        acct = self._book(hold.agent_id)  # a dormant agent's stream is charged to it
+        acct = self.book(hold.agent_id)  # a dormant agent's stream is charged to it
         remaining: Decimal | None = None
         if acct is not None:
-            self._roll(acct, now, record=True)
+            self.roll(acct, now)
             task = self._task_book.by_id.get(hold.task_id) if hold.task_id is not None else None
             if task is not None:
                 task.spent += cost
             acct.spent += cost
-            self._sync_held(acct)
+            self.sync_held(acct)
             remaining = acct.remaining
         settled(line, iso(now), hold, cost, remaining)
-        self._append(line)
+        self.append(line)
         tell_line(self.line_observers, line, False)
         if hold.agent_id in self._accounts:
-            self._notify(hold.agent_id, "settle")
+            self.notify(hold.agent_id, "settle")
+        if self._follower is not None:
+            self._follower.settled(hold, cost, line["ts"])
         return remaining
 
     def record_refusal(self, line: dict[str, Any]) -> None:
@@ -278,7 +326,7 @@ class Ledger:
         agent_id = line.get("agent_id")
         acct = self._accounts.get(agent_id) if isinstance(agent_id, str) else None
         refused(line, iso(self._clock()), acct.remaining if acct is not None else None)
-        self._append(line)
+        self.append(line)
         tell_line(self.line_observers, line, True)
 
     def count_refusal(self, line: dict[str, Any], reason: str) -> None:
@@ -292,31 +340,37 @@ class Ledger:
         """Write the refusals counted since the last such line, if any."""
         record = self.refusals.take(iso(self._clock()))
         if record is not None:
-            self._append(record)
+            self.append(record)
 
     def projected_remaining(self, hold: Hold, cost: Decimal) -> Decimal | None:
-        acct = self._book(hold.agent_id)
+        acct = self.book(hold.agent_id)
         return None if acct is None else acct.remaining - cost
 
-    def _release(self, hold: Hold) -> None:
+    def release(self, hold: Hold) -> None:
+        """Let a hold go uncharged (its line never reached the log)."""
+        if self._follower is not None:
+            self._follower.settled(hold, ZERO, None)
         hold.settled = True
         self._forget(hold)
-        acct = self._book(hold.agent_id)
+        acct = self.book(hold.agent_id)
         if acct is not None:
-            self._sync_held(acct)
+            self.sync_held(acct)
 
-    def _sync_held(self, acct: Account) -> None:
+    def sync_held(self, acct: Account) -> None:
         """`held` is the sum of the agent's open holds and of what its open tasks still
-        reserve, summed again on every change (a running tally could drift); a shared
-        store keeps its own (`RedisLedger`)."""
+        reserve, summed again on every change (a running tally could drift); under a
+        shared store, what that store counts."""
         agent_id = acct.policy.agent_id
+        if self._follower is not None:
+            acct.held = self._follower.held(agent_id)
+            return
         if not self._task_book.by_id:
             acct.held = held_by(self._holds.values(), agent_id)
             return
         now = self._clock()
         acct.held, expired = self._task_book.held(self._holds.values(), agent_id, now)
         for task in expired:  # its reservation is no longer held
-            self._append(task_end_line(task, now))
+            self.append(task_end_line(task, now))
 
     # -- task budgets (`gate.books.tasks`) --------------------------------------------
 
@@ -327,9 +381,9 @@ class Ledger:
     def tasks(self) -> list[Task]:
         """Every task, its `held` and `ended` brought up to now."""
         for agent_id in {t.agent_id for t in self._task_book.by_id.values()}:
-            acct = self._book(agent_id)
+            acct = self.book(agent_id)
             if acct is not None:
-                self._sync_held(acct)
+                self.sync_held(acct)
         return list(self._task_book.by_id.values())
 
     async def open_task(
@@ -341,24 +395,24 @@ class Ledger:
         acct = self._accounts[agent_id]
         async with acct.lock:
             now = self._clock()
-            self._roll(acct, now, record=True)
-            self._sync_held(acct)
+            self.roll(acct, now)
+            self.sync_held(acct)
             left = acct.budget_total - acct.committed
             if acct.policy.hard_cap and cap > left:
                 raise TaskRefused(f"agent '{agent_id}' has {max(left, ZERO)} USD left to reserve")
             key = mint_key()
             task = Task(new_task_id(), agent_id, cap, expires_at, key_hash(key), name)
             self._task_book.add(task)
-            written = self._append(task_line(task, now), durable=True)
-            self._sync_held(acct)
+            written = self.append(task_line(task, now), durable=True)
+            self.sync_held(acct)
         assert written is not None
         try:
             await written
         except SpendLogError:
             self._task_book.drop(task)
-            self._sync_held(acct)
+            self.sync_held(acct)
             raise
-        self._notify(agent_id, "task")
+        self.notify(agent_id, "task")
         return task, key
 
     def close_task(self, task_id: str) -> Task | None:
@@ -368,10 +422,10 @@ class Ledger:
             return None
         if task.ended is None:
             task.ended = "closed"
-            self._append(task_end_line(task, self._clock()))
-        acct = self._book(task.agent_id)
+            self.append(task_end_line(task, self._clock()))
+        acct = self.book(task.agent_id)
         if acct is not None:
-            self._sync_held(acct)
+            self.sync_held(acct)
         return task
 
     # -- admin ------------------------------------------------------------------------
@@ -388,23 +442,23 @@ class Ledger:
         acct = self._accounts[agent_id]
         async with acct.lock:
             now = self._clock()
-            self._roll(acct, now, record=True)
+            self.roll(acct, now)
             if budget_total is not None:
                 acct.budget_total = budget_total
                 acct.total_set_by_admin = True
             if budget_spent is not None:
                 acct.spent = budget_spent
-            self._append(budget_line(iso(now), agent_id, budget_total, budget_spent, source))
-            self._notify(agent_id, "budget")
+            self.append(budget_line(iso(now), agent_id, budget_total, budget_spent, source))
+            self.notify(agent_id, "budget")
 
     async def reset(self, agent_id: str, reason: str = "admin") -> None:
         acct = self._accounts[agent_id]
         async with acct.lock:
             now = self._clock()
-            self._roll(acct, now, record=True)
+            self.roll(acct, now)
             acct.spent = ZERO
-            self._append(reset_line(iso(now), agent_id, reason))
-            self._notify(agent_id, "reset")
+            self.append(reset_line(iso(now), agent_id, reason))
+            self.notify(agent_id, "reset")
 
     def apply_policies(self, agents: Mapping[str, AgentPolicy]) -> None:
         """A reloaded config: new policies in force, spend kept; a budget total set
@@ -413,17 +467,19 @@ class Ledger:
         now = self._clock()
         accounts, carried = carry_accounts(self._accounts, self._dormant, agents, now)
         for acct in carried:
-            self._roll(acct, now, record=True)
+            self.roll(acct, now)
         self._accounts = accounts
         for agent_id in accounts:
-            self._notify(agent_id, "policy")
+            self.notify(agent_id, "policy")
 
     # -- periods ----------------------------------------------------------------------
 
-    def _roll(self, acct: Account, now: datetime, *, record: bool) -> None:
-        if roll_period(acct, now) and record:
-            self._append(reset_line(iso(now), acct.policy.agent_id, "period"))
-            self._notify(acct.policy.agent_id, "period")
+    def roll(self, acct: Account, now: datetime) -> None:
+        """Start the agent's next period if `now` is past its end, with a reset line;
+        a mirror rolls silently (the shared store's script that rolled it says so)."""
+        if roll_period(acct, now) and self._follower is None:
+            self.append(reset_line(iso(now), acct.policy.agent_id, "period"))
+            self.notify(acct.policy.agent_id, "period")
 
     # -- start-up ---------------------------------------------------------------------
 
@@ -436,5 +492,5 @@ class Ledger:
             self._no_holds.clear()
         self._task_book.reindex()
         for acct in [*self._accounts.values(), *self._dormant.values()]:
-            self._sync_held(acct)  # open tasks' reservations count as held
+            self.sync_held(acct)  # open tasks' reservations count as held
         return count

@@ -7,7 +7,6 @@ import logging
 from typing import TYPE_CHECKING
 
 from gate.books.holds import Hold
-from gate.books.redis_store import RedisLedger
 from gate.core.cost import ZERO, to_decimal
 
 if TYPE_CHECKING:
@@ -28,12 +27,12 @@ async def reconcile_open_holds(gate: Gate) -> int:
     return by_generation
 
 
-async def recover_expired_holds(gate: Gate, ledger: RedisLedger) -> None:
+async def recover_expired_holds(gate: Gate, sweep_seconds: float) -> None:
     """A shared store: holds whose instance died (it stopped renewing them) are claimed
     by one surviving instance and settled here, once, written as recovered lines."""
     while True:
-        await asyncio.sleep(ledger.store.refresh_seconds)  # a sweep period, not a sync wait
-        holds = await ledger.claim_expired()
+        await asyncio.sleep(sweep_seconds)  # a sweep period, not a sync wait
+        holds = await gate.ledger.claim_expired()
         if holds:
             log.warning("settling %d holds of an instance that stopped", len(holds))
             await asyncio.gather(*(_reconcile(gate, hold) for hold in holds))

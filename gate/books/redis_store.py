@@ -2,11 +2,12 @@
 gate instances draw on one budget per agent (`spend_store: {backend: redis}`).
 
 Redis is authoritative for each agent's budget_total, spent, held and period start,
-and for the holds; every change is one Lua script (see `redis_scripts`). The accounts
-the base `Ledger` keeps in memory are this instance's mirror of what Redis last said,
-plus the changes it has queued for Redis and not yet seen applied, so views and
-routing read it without a round trip. Each instance still writes its own JSONL spend
-log, in the same format, as its audit trail.
+and for the holds; every change is one Lua script (see `redis_scripts`). A `Ledger`
+inside (`self.books`, with this store as its `Follower`) keeps this instance's mirror
+of what Redis last said, plus the changes it has queued for Redis and not yet seen
+applied, so views and routing read it without a round trip; it also writes this
+instance's own JSONL spend log, in the same format, as its audit trail. Both stores
+implement `gate.books.store.SpendStore`; neither reaches into the other.
 
 `reserve` decides with the pure `router.admit` on the mirror, then the reserve script
 re-checks the cap atomically and places the hold; a lost race re-decides with the
@@ -36,8 +37,9 @@ from redis.exceptions import RedisError, ResponseError
 from gate.books import redis_scripts as lua
 from gate.books.accounts import Account
 from gate.books.holds import Hold, HoldDefaults, HoldRequest, decide
-from gate.books.ledger import Ledger, TaskRefused
+from gate.books.ledger import Ledger
 from gate.books.lines import budget_line, reset_line
+from gate.books.observers import LineObserver, Observer
 from gate.books.redis_connect import (
     connect,
     epoch,
@@ -47,13 +49,22 @@ from gate.books.redis_connect import (
     redacted,
 )
 from gate.books.redis_writer import Change, ChangeWriter
-from gate.books.spendlog import SpendLog, SpendLogError
+from gate.books.spendlog import SpendLog
+from gate.books.store import (
+    Sharing,
+    SpendStoreError,
+    SpendStoreRefused,
+    SpendStoreStartError,
+    TaskRefused,
+)
 from gate.books.tasks import Task
-from gate.config import AgentPolicy, SpendStoreConfig
+from gate.config import AgentPolicy, SpendStoreConfig, Tier
 from gate.core.clock import Clock, iso
 from gate.core.cost import ZERO, ModelPrice
 from gate.core.periods import period_start
 from gate.core.router import Admission, Refusal
+
+__all__ = ["RedisLedger", "SpendStoreError", "SpendStoreRefused", "SpendStoreStartError"]
 
 log = logging.getLogger(__name__)
 
@@ -62,20 +73,7 @@ CLAIM_BATCH = 100
 CLOSE_TIMEOUT_SECONDS = 10.0
 
 
-class SpendStoreError(SpendLogError):
-    """The shared store cannot be used now: no paid request is admitted (fail closed)."""
-
-
-class SpendStoreRefused(Exception):
-    """Redis refused one change for what it carried (an integer out of range): that
-    request's error, not the store's; the store stays in use."""
-
-
-class SpendStoreStartError(Exception):
-    """The gate must not start on this store: one line says why and what to do."""
-
-
-class RedisLedger(Ledger):
+class RedisLedger:
     def __init__(
         self,
         agents: Mapping[str, AgentPolicy],
@@ -84,7 +82,10 @@ class RedisLedger(Ledger):
         store: SpendStoreConfig,
         client: Redis | None = None,
     ) -> None:
-        super().__init__(agents, spend_log, clock)
+        self.books = Ledger(agents, spend_log, clock, follower=self)
+        self.observers: list[Observer] = self.books.observers
+        self.line_observers: list[LineObserver] = self.books.line_observers
+        self._clock = clock
         self.store = store
         self.keys = lua.Keys(store.key_prefix)
         self.instance = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
@@ -146,21 +147,89 @@ class RedisLedger(Ledger):
 
     @property
     def client(self) -> Redis:
-        """The Redis client, for what else the instances share there (rate limits)."""
         return self._client
+
+    @property
+    def sharing(self) -> Sharing:
+        """The Redis the instances share, for the rate limits and dead instances' holds."""
+        store = self.store
+        return Sharing(
+            self._client, store.key_prefix, store.on_store_error == "open", store.refresh_seconds
+        )
 
     @property
     def store_error(self) -> str | None:
         return self._error
 
     async def all_settled(self) -> None:
-        await super().all_settled()
+        await self.books.all_settled()
         await self._writer.drained.wait()
+
+    # -- read from the mirror ---------------------------------------------------------
+
+    @property
+    def spend_log(self) -> SpendLog:
+        return self.books.spend_log
+
+    @property
+    def lines_since_snapshot(self) -> int:
+        return self.books.lines_since_snapshot
+
+    def now(self) -> datetime:
+        return self._clock()
+
+    def agent_ids(self) -> list[str]:
+        return self.books.agent_ids()
+
+    def account(self, agent_id: str) -> Account | None:
+        return self.books.account(agent_id)
+
+    def view(self, agent_id: str) -> dict[str, Any] | None:
+        return self.books.view(agent_id)
+
+    def current_tier(self, agent_id: str) -> Tier | None:
+        return self.books.current_tier(agent_id)
+
+    def resets_at(self, agent_id: str) -> str | None:
+        return self.books.resets_at(agent_id)
+
+    def open_holds(self) -> list[Hold]:
+        return self.books.open_holds()
+
+    def projected_remaining(self, hold: Hold, cost: Decimal) -> Decimal | None:
+        return self.books.projected_remaining(hold, cost)
+
+    def mark_sent(self, hold: Hold) -> asyncio.Future[None] | None:
+        return None  # holds here are renewed in Redis: a dead instance's are claimed
+
+    def record_refusal(self, line: dict[str, Any]) -> None:
+        self.books.record_refusal(line)
+
+    def count_refusal(self, line: dict[str, Any], reason: str) -> None:
+        self.books.count_refusal(line, reason)
+
+    def flush_refusals(self) -> None:
+        self.books.flush_refusals()
+
+    def write_snapshot(self) -> None:
+        """No snapshots: Redis holds the state, and a rebuild merges many logs."""
+        self.books.write_snapshot()
+
+    # -- the Follower of `self.books` ---------------------------------------------------
+
+    def held(self, agent_id: str) -> Decimal:
+        """Redis sums every instance's holds in whole pico-USD; this instance adds only
+        what it has not sent yet."""
+        pending = self._writer.pending.get(agent_id, [ZERO, ZERO])
+        return self._store_held.get(agent_id, ZERO) + pending[1]
+
+    def settled(self, hold: Hold, cost: Decimal, at: str | None) -> None:
+        self._queue_settle(hold, cost, at)
 
     # -- talking to Redis -------------------------------------------------------------
 
     def _args(self, agent_id: str) -> tuple[list[str], list[str]]:
-        acct = self._book(agent_id)  # a dormant agent's settlement still rolls its period
+        acct = self.books.book(agent_id)  # a dormant agent's settlement still rolls its period
         keys = [self.keys.marker, self.keys.account(agent_id)]
         if acct is None:
             return keys, ["", "", ""]
@@ -208,7 +277,7 @@ class RedisLedger(Ledger):
     def _mirror(self, agent_id: str, reply: list[Any]) -> None:
         """Take Redis's word for an account (plus what this instance has not sent yet);
         a period this reply rolled is written to this instance's log, once."""
-        acct = self._book(agent_id)
+        acct = self.books.book(agent_id)
         if acct is None or len(reply) < 7:
             return
         pending = self._writer.pending.get(agent_id, [ZERO, ZERO])
@@ -226,8 +295,8 @@ class RedisLedger(Ledger):
             line = reset_line(iso(self._clock()), agent_id, "period")
             if acct.period_start is not None:
                 line["period_start"] = iso(acct.period_start)
-            self._append(line)
-            self._notify(agent_id, "period")
+            self.books.append(line)
+            self.books.notify(agent_id, "period")
 
     async def _worker(self) -> None:
         """Send the queued changes to Redis, in order (see `redis_writer`)."""
@@ -246,7 +315,7 @@ class RedisLedger(Ledger):
         """Bring the mirror up to date with Redis and renew this instance's holds."""
         for agent_id in self.agent_ids():
             self._mirror(agent_id, await self._call(self._state, agent_id))
-        mine = [rid for rid in self._holds if rid not in self._offline]
+        mine = [rid for rid in self.books.hold_ids() if rid not in self._offline]
         if mine:
             expires = self._clock().timestamp() + self.store.hold_ttl_seconds
             try:
@@ -254,13 +323,24 @@ class RedisLedger(Ledger):
             except (RedisError, OSError) as exc:
                 self._failed(f"redis unreachable: {type(exc).__name__}: {exc}")
 
-    # -- requests ---------------------------------------------------------------------
+    # -- task budgets: not on this store yet --------------------------------------------
+
+    def task_for_key(self, key: str) -> Task | None:
+        return None
+
+    def tasks(self) -> list[Task]:
+        return []
 
     async def open_task(
         self, agent_id: str, cap: Decimal, expires_at: datetime, name: str | None
     ) -> tuple[Task, str]:
         """Task budgets are this instance's books alone; the shared store has none yet."""
         raise TaskRefused("task budgets need the JSONL spend store (spend_store.backend: jsonl)")
+
+    def close_task(self, task_id: str) -> Task | None:
+        return None
+
+    # -- requests ---------------------------------------------------------------------
 
     async def reserve(
         self,
@@ -270,7 +350,7 @@ class RedisLedger(Ledger):
         prices: Mapping[str, ModelPrice],
         defaults: HoldDefaults,
     ) -> tuple[Admission, Hold] | Refusal:
-        acct = self._accounts[agent_id]
+        acct = self.books.configured(agent_id)
         async with acct.lock:
             try:
                 outcome = await self._reserve_shared(acct, request_id, ask, prices, defaults)
@@ -280,11 +360,11 @@ class RedisLedger(Ledger):
                 outcome = self._reserve_local(acct, request_id, ask, prices, defaults)
             if isinstance(outcome, Refusal):
                 if outcome.status == 402:  # the budget's refusal, not a body too costly
-                    self._notify(agent_id, "refused")
+                    self.books.notify(agent_id, "refused")
                 return outcome
             decision, hold = outcome
-            written = self._record_hold(hold, decision.tier.name, self._clock())
-        await self._hold_on_disk(hold, written)
+            written = self.books.record_hold(hold, decision.tier.name, self._clock())
+        await self.books.hold_written(hold, written)
         return decision, hold
 
     async def _reserve_shared(
@@ -332,14 +412,14 @@ class RedisLedger(Ledger):
     ) -> tuple[Admission, Hold] | Refusal:
         """`on_store_error: open`: decide on this instance's view alone; the hold is
         local and its settlement reaches Redis when Redis is back."""
-        self._roll(acct, self._clock(), record=False)
+        self.books.roll(acct, self._clock())
         decision = decide(acct, ask, prices, defaults)
         if isinstance(decision, Refusal):
             return decision
         hold = Hold(request_id, acct.policy.agent_id, decision.hold, api=ask.api)
         self._offline.add(request_id)
         self._writer.owe(hold.agent_id, ZERO, hold.amount)
-        self._sync_held(acct)
+        self.books.sync_held(acct)
         return decision, hold
 
     def _queue_settle(self, hold: Hold, cost: Decimal, at: object = None) -> None:
@@ -370,20 +450,13 @@ class RedisLedger(Ledger):
             self._writer.put(Change(agent_id, run, spent=cost, held=-hold.amount))
 
     def settle(self, hold: Hold, cost: Decimal, line: dict[str, Any]) -> Decimal | None:
-        if hold.settled:
-            return None
-        remaining = super().settle(hold, cost, line)
-        self._queue_settle(hold, cost, line.get("ts"))
-        return remaining
-
-    def _release(self, hold: Hold) -> None:
-        self._queue_settle(hold, ZERO)
-        super()._release(hold)
+        """The mirror settles at once (its line written); `settled` sends it on."""
+        return self.books.settle(hold, cost, line)
 
     def name_generation(self, hold: Hold, generation_id: str) -> None:
         if hold.generation_id is not None or hold.settled:
             return
-        super().name_generation(hold, generation_id)
+        self.books.name_generation(hold, generation_id)
         if hold.request_id in self._offline:
             return
         holds, rid = self.keys.holds, hold.request_id
@@ -412,17 +485,9 @@ class RedisLedger(Ledger):
         claimed = []
         for request_id, encoded in zip(found[::2], found[1::2], strict=True):
             hold = lua.hold_of_entry(request_id, encoded)
-            self._holds[request_id] = hold
-            self._no_holds.clear()
+            self.books.adopt(hold)
             claimed.append(hold)
         return claimed
-
-    def _sync_held(self, acct: Account) -> None:
-        # Redis sums every instance's holds in whole pico-USD; this instance adds only
-        # what it has not sent yet.
-        agent_id = acct.policy.agent_id
-        pending = self._writer.pending.get(agent_id, [ZERO, ZERO])
-        acct.held = self._store_held.get(agent_id, ZERO) + pending[1]
 
     # -- admin ------------------------------------------------------------------------
 
@@ -435,20 +500,20 @@ class RedisLedger(Ledger):
         source: str | None = None,
     ) -> None:
         """Redis first (every instance sees it), then this instance's log line."""
-        acct = self._accounts[agent_id]
+        acct = self.books.configured(agent_id)
         async with acct.lock:
             total = "" if budget_total is None else str(lua.to_units(budget_total))
             spent = "" if budget_spent is None else str(lua.to_units(budget_spent))
             now = await self._new_epoch(agent_id, total, spent)
-            self._append(budget_line(now, agent_id, budget_total, budget_spent, source))
-            self._notify(agent_id, "budget")
+            self.books.append(budget_line(now, agent_id, budget_total, budget_spent, source))
+            self.books.notify(agent_id, "budget")
 
     async def reset(self, agent_id: str, reason: str = "admin") -> None:
-        acct = self._accounts[agent_id]
+        acct = self.books.configured(agent_id)
         async with acct.lock:
             now = await self._new_epoch(agent_id, "", "0")
-            self._append(reset_line(now, agent_id, reason))
-            self._notify(agent_id, "reset")
+            self.books.append(reset_line(now, agent_id, reason))
+            self.books.notify(agent_id, "reset")
 
     async def _new_epoch(self, agent_id: str, total: str, spent: str) -> str:
         """Run the budget script; returns the ts its log line must carry. A new spent
@@ -471,21 +536,10 @@ class RedisLedger(Ledger):
         return iso(from_epoch_ms(reply[7]))
 
     def apply_policies(self, agents: Mapping[str, AgentPolicy]) -> None:
-        super().apply_policies(agents)
+        self.books.apply_policies(agents)
         for agent_id in agents:
 
             def run(agent_id: str = agent_id) -> Awaitable[Any]:
                 return self._call(self._policy, agent_id)
 
             self._writer.put(Change(agent_id, run))
-
-    # -- what the JSONL store does and this one does not --------------------------------
-
-    def _roll(self, acct: Account, now: datetime, *, record: bool) -> None:
-        # The mirror rolls by itself; the period line is written by whichever instance's
-        # script rolled it in Redis (see `_mirror`), so it is written once.
-        super()._roll(acct, now, record=False)
-
-    def write_snapshot(self) -> None:
-        """No snapshots: Redis holds the state, and a rebuild merges many logs."""
-        self._since_snapshot = 0

@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gate.books.redis_store import SpendStoreError
+from gate.books.store import SpendStoreError
 from gate.config import ConfigError, load_config
 from gate.context import GATE, Gate
 from gate.core.cost import to_decimal

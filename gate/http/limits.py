@@ -18,8 +18,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from gate.books.accounts import Account
-from gate.books.ledger import Ledger
 from gate.books.redis_limits import Check
+from gate.books.store import SpendStore
 from gate.config import AgentPolicy, GateConfig, LimitsConfig
 from gate.core.clock import Clock, iso, utc_now
 from gate.core.periods import period_end
@@ -67,7 +67,7 @@ class RateLimits:
     shared: SharedLimits | None = None  # the Redis store's windows, shared by instances
 
     async def admit(
-        self, ledger: Ledger, policy: AgentPolicy, config: GateConfig, demand: Demand
+        self, ledger: SpendStore, policy: AgentPolicy, config: GateConfig, demand: Demand
     ) -> Ticket | None:
         """Count the request, or raise 429 `rate_limit_exceeded` with when it will fit.
         None: no limit applies to this agent (nothing counted, no headers)."""
@@ -132,7 +132,7 @@ class RateLimits:
         ticket = SharedTicket(shared, entry_id, checks, [c.amount for c in checks], tokens)
         return Ticket([], None, shared_headers(names, limits, counted, True), ticket)
 
-    def _may_use_free(self, ledger: Ledger, policy: AgentPolicy) -> bool:
+    def _may_use_free(self, ledger: SpendStore, policy: AgentPolicy) -> bool:
         """Whether the agent's current tier may send the request to a `:free` model.
         Only an agent whose tiers list one pays for looking its tier up."""
         known = self._free_policy.get(policy.agent_id)

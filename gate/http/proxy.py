@@ -16,9 +16,9 @@ from typing import Any
 from aiohttp import web
 
 from gate.books.holds import HoldDefaults, HoldRequest
-from gate.books.redis_store import SpendStoreError, SpendStoreRefused
 from gate.books.refusals import reason_of
 from gate.books.spendlog import SpendLogError
+from gate.books.store import SpendStoreError, SpendStoreRefused
 from gate.context import GATE, Gate
 from gate.core.cost import ZERO
 from gate.core.router import Refusal

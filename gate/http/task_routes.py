@@ -14,8 +14,8 @@ from typing import Any
 
 from aiohttp import web
 
-from gate.books.ledger import TaskRefused
 from gate.books.spendlog import SpendLogError
+from gate.books.store import TaskRefused
 from gate.context import GATE
 from gate.core.cost import to_decimal
 from gate.core.jsonfmt import dumps

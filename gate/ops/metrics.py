@@ -20,7 +20,7 @@ from gate.config import AgentPolicy
 from gate.core.jsonfmt import finite_float
 
 if TYPE_CHECKING:
-    from gate.books.ledger import Ledger
+    from gate.books.store import SpendStore
 
 UNKNOWN = "_unknown"  # label for an agent not in the config: ids never become labels
 OTHER_MODEL = "_other"  # label for a model not in any configured tier
@@ -111,7 +111,7 @@ class Metrics:
         self.upstream_responses.labels(str(status)).inc()
         self.upstream_latency.observe(seconds)
 
-    def track_ledger(self, ledger: Ledger) -> None:
+    def track_ledger(self, ledger: SpendStore) -> None:
         """Budget gauges and spend-log counters, read from the ledger at each scrape."""
         self.registry.register(_LedgerCollector(ledger))
 
@@ -133,7 +133,7 @@ _GAUGES = (
 
 
 class _LedgerCollector(Collector):
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: SpendStore) -> None:
         self._ledger = ledger
 
     def describe(self) -> Iterator[Metric]:

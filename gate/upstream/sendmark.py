@@ -22,7 +22,7 @@ from aiohttp.connector import Connection
 from aiohttp.tracing import Trace
 
 from gate.books.holds import Hold
-from gate.books.ledger import Ledger
+from gate.books.store import SpendStore
 
 BeforeSend = Callable[[], Awaitable[None]]
 
@@ -64,7 +64,7 @@ def sending(before_send: BeforeSend | None) -> Iterator[None]:
         _BEFORE_SEND.reset(token)
 
 
-def before_send(ledger: Ledger, hold: Hold) -> BeforeSend:
+def before_send(ledger: SpendStore, hold: Hold) -> BeforeSend:
     """Waits until the hold's send mark is on disk (SpendLogError when it cannot be)."""
 
     async def wait() -> None:
