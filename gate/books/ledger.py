@@ -30,13 +30,17 @@ from gate.books.accounts import (
 )
 from gate.books.holds import Hold, HoldDefaults, HoldRequest, decide, held_by
 from gate.books.lines import (
+    RequestLine,
     budget_line,
     generation_line,
     hold_line,
     refused,
+    request_line,
     reset_line,
     sent_line,
     settled,
+    task_end_line,
+    task_line,
 )
 from gate.books.observers import LineObserver, Observer, notify, tell_line
 from gate.books.refusals import RefusalTally
@@ -50,8 +54,6 @@ from gate.books.tasks import (
     key_hash,
     mint_key,
     new_task_id,
-    task_end_line,
-    task_line,
 )
 from gate.config import AgentPolicy, Tier
 from gate.core.clock import Clock, iso
@@ -116,7 +118,7 @@ class Ledger:
     # -- the log ----------------------------------------------------------------------
 
     def append(
-        self, record: dict[str, Any], *, durable: bool = False
+        self, record: Mapping[str, Any], *, durable: bool = False
     ) -> asyncio.Future[None] | None:
         written = self._log.append(record, durable=durable)
         self._since_snapshot += 1
@@ -275,7 +277,9 @@ class Ledger:
             raise
         except asyncio.CancelledError:
             # The hold line may still reach the file: settle it, so no restart charges it.
-            self.settle(hold, ZERO, {"status": 499, "cost_source": "none"})
+            line = request_line(hold.request_id, hold.api)
+            line["status"], line["cost_source"] = 499, "none"
+            self.settle(hold, ZERO, line)
             raise
 
     def name_generation(self, hold: Hold, generation_id: str) -> None:
@@ -294,7 +298,7 @@ class Ledger:
         hold.sent = True
         return self.append(sent_line(hold, self._clock()), durable=True)
 
-    def settle(self, hold: Hold, cost: Decimal, line: dict[str, Any]) -> Decimal | None:
+    def settle(self, hold: Hold, cost: Decimal, line: RequestLine) -> Decimal | None:
         """Release the hold, charge the real cost and write the request line.
         Returns the agent's remaining budget. Settling twice does nothing."""
         if hold.settled:
@@ -321,7 +325,7 @@ class Ledger:
             self._follower.settled(hold, cost, line["ts"])
         return remaining
 
-    def record_refusal(self, line: dict[str, Any]) -> None:
+    def record_refusal(self, line: RequestLine) -> None:
         """A request that never went upstream: a line with cost 0, no state change."""
         agent_id = line.get("agent_id")
         acct = self._accounts.get(agent_id) if isinstance(agent_id, str) else None
@@ -329,11 +333,11 @@ class Ledger:
         self.append(line)
         tell_line(self.line_observers, line, True)
 
-    def count_refusal(self, line: dict[str, Any], reason: str) -> None:
+    def count_refusal(self, line: RequestLine, reason: str) -> None:
         """A request refused before a known agent was authenticated: counted into the
         next `refusals` line (`gate.books.refusals`), not written on its own."""
         refused(line, iso(self._clock()), None)
-        self.refusals.add(line["ts"], line["status"], reason, line.get("agent_id"))
+        self.refusals.add(line["ts"], line["status"] or 0, reason, line["agent_id"])
         tell_line(self.line_observers, line, True)
 
     def flush_refusals(self) -> None:

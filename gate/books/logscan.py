@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from gate.books.lines import event_of
+
 log = logging.getLogger(__name__)
 
 READ_CHUNK = 1 << 20
@@ -72,7 +74,7 @@ def _whole_snapshot(f: BinaryIO, offset: int) -> bool:
         return False
     return (
         isinstance(record, dict)
-        and record.get("event") == "snapshot"
+        and event_of(record) == "snapshot"
         and isinstance(record.get("agents"), dict)
         and isinstance(record.get("holds", {}), dict)
     )

@@ -19,6 +19,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from gate.books.lines import event_of
+
 log = logging.getLogger(__name__)
 
 HEAD_BYTES = 64 * 1024  # a first line longer than this is not a gate log
@@ -96,7 +98,7 @@ def request_record(line: bytes) -> dict[str, Any] | None:
         record = json.loads(line, parse_float=Decimal)
     except ValueError:
         return None
-    if not isinstance(record, dict) or record.get("event") != "request":
+    if not isinstance(record, dict) or event_of(record) != "request":
         return None
     return record
 

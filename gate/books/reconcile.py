@@ -7,12 +7,15 @@ import logging
 from typing import TYPE_CHECKING
 
 from gate.books.holds import Hold
+from gate.books.lines import request_line
 from gate.core.cost import ZERO, to_decimal
 
 if TYPE_CHECKING:
     from gate.context import Gate
 
 log = logging.getLogger(__name__)
+
+GENERATION_FIELDS = ("model", "tokens_prompt", "tokens_completion")  # of GET /generation
 
 
 async def reconcile_open_holds(gate: Gate) -> int:
@@ -43,17 +46,10 @@ async def _reconcile(gate: Gate, hold: Hold) -> bool:
     cost when upstream names it; nothing when the request never left the gate (its
     hold promised a send mark that never came, gate.upstream.sendmark); else, an unknown
     outcome, the whole hold."""
-    line: dict[str, object] = {
-        "request_id": hold.request_id,
-        "api": hold.api,  # from its hold line (`chat` on lines from before `api`)
-        "generation_id": hold.generation_id,
-        "agent_id": hold.agent_id,
-        "model": None,
-        "status": None,
-        "prompt_tokens": 0,
-        "completion_tokens": 0,
-        "recovered": True,
-    }
+    line = request_line(hold.request_id, hold.api)  # its hold line's api (`chat` before it)
+    line["generation_id"] = hold.generation_id
+    line["agent_id"] = hold.agent_id
+    line["recovered"] = True
     if hold.generation_id is not None:
         key = gate.config.openrouter.api_key
         record = await gate.upstream.generation(
@@ -61,16 +57,15 @@ async def _reconcile(gate: Gate, hold: Hold) -> bool:
         )
         cost = to_decimal(record.get("total_cost")) if record is not None else None
         if record is not None and cost is not None:
-            line.update(
-                model=record.get("model"),
-                prompt_tokens=record.get("tokens_prompt") or 0,
-                completion_tokens=record.get("tokens_completion") or 0,
-                cost_source="generation",
-            )
+            model, prompt, completion = (record.get(k) for k in GENERATION_FIELDS)
+            line["model"] = model if isinstance(model, str) else None
+            line["prompt_tokens"] = prompt if isinstance(prompt, int) else 0
+            line["completion_tokens"] = completion if isinstance(completion, int) else 0
+            line["cost_source"] = "generation"
             gate.ledger.settle(hold, cost, line)
             return True
     if hold.generation_id is None and hold.sent is False:
-        line.update(cost_source="none", recovery="not_sent")
+        line["cost_source"], line["recovery"] = "none", "not_sent"
         gate.ledger.settle(hold, ZERO, line)
         return False
     line["cost_source"] = "hold"

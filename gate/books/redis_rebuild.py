@@ -30,6 +30,7 @@ from redis.asyncio import Redis
 
 from gate.books import redis_scripts as lua
 from gate.books.ledger import Ledger
+from gate.books.lines import event_of
 from gate.books.redis_connect import connect, epoch, epoch_ms
 from gate.books.spendlog import SpendLog, read_records
 from gate.config import GateConfig
@@ -49,7 +50,7 @@ class Rebuilt:
 
 
 def _order(record: dict[str, Any]) -> tuple[str, bool]:
-    return str(record.get("ts", "")), record.get("event") in ("reset", "budget")
+    return str(record.get("ts", "")), event_of(record) in ("reset", "budget")
 
 
 def merged(logs: Sequence[Path]) -> Iterator[dict[str, Any]]:
@@ -58,7 +59,7 @@ def merged(logs: Sequence[Path]) -> Iterator[dict[str, Any]]:
 
 
 def _epochs(record: dict[str, Any], result: Rebuilt) -> None:
-    agent_id, ts, event = record.get("agent_id"), record.get("ts"), record.get("event")
+    agent_id, ts, event = record.get("agent_id"), record.get("ts"), event_of(record)
     if not isinstance(agent_id, str) or not isinstance(ts, str):
         return
     if event == "request":
@@ -97,7 +98,7 @@ async def rebuild(
             for record in merged(logs):
                 _epochs(record, result)
                 rid = record.get("request_id")
-                if record.get("event") == "request" and isinstance(rid, str):
+                if event_of(record) == "request" and isinstance(rid, str):
                     if str(record.get("ts", "")) >= recent:
                         done.append(rid)
                 yield record

@@ -38,7 +38,7 @@ from gate.books import redis_scripts as lua
 from gate.books.accounts import Account
 from gate.books.holds import Hold, HoldDefaults, HoldRequest, decide
 from gate.books.ledger import Ledger
-from gate.books.lines import budget_line, reset_line
+from gate.books.lines import RequestLine, budget_line, reset_line
 from gate.books.observers import LineObserver, Observer
 from gate.books.redis_connect import (
     connect,
@@ -202,10 +202,10 @@ class RedisLedger:
     def mark_sent(self, hold: Hold) -> asyncio.Future[None] | None:
         return None  # holds here are renewed in Redis: a dead instance's are claimed
 
-    def record_refusal(self, line: dict[str, Any]) -> None:
+    def record_refusal(self, line: RequestLine) -> None:
         self.books.record_refusal(line)
 
-    def count_refusal(self, line: dict[str, Any], reason: str) -> None:
+    def count_refusal(self, line: RequestLine, reason: str) -> None:
         self.books.count_refusal(line, reason)
 
     def flush_refusals(self) -> None:
@@ -449,7 +449,7 @@ class RedisLedger:
         else:
             self._writer.put(Change(agent_id, run, spent=cost, held=-hold.amount))
 
-    def settle(self, hold: Hold, cost: Decimal, line: dict[str, Any]) -> Decimal | None:
+    def settle(self, hold: Hold, cost: Decimal, line: RequestLine) -> Decimal | None:
         """The mirror settles at once (its line written); `settled` sends it on."""
         return self.books.settle(hold, cost, line)
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from gate.books.accounts import Account, Books, roll_period
 from gate.books.holds import Hold
+from gate.books.lines import event_of
 from gate.books.snapshots import restore_snapshot
 from gate.books.tasks import task_of_record
 from gate.core.clock import Clock, parse_ts
@@ -35,7 +36,7 @@ def replay_records(records: Iterable[Mapping[str, Any]], books: Books, clock: Cl
 
 
 def _apply(record: Mapping[str, Any], books: Books) -> None:
-    event = record.get("event")
+    event = event_of(record)
     if event == "snapshot":
         restore_snapshot(record, books)
         return

@@ -26,7 +26,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -77,7 +77,7 @@ def lock_log(path: Path) -> int | None:
     return fd
 
 
-def encode_line(record: dict[str, Any]) -> bytes:
+def encode_line(record: Mapping[str, Any]) -> bytes:
     return dumps(record).encode() + b"\n"
 
 
@@ -178,7 +178,7 @@ class SpendLog:
     # -- appending --------------------------------------------------------------------
 
     def append(
-        self, record: dict[str, Any], *, durable: bool = False
+        self, record: Mapping[str, Any], *, durable: bool = False
     ) -> asyncio.Future[None] | None:
         future = asyncio.get_running_loop().create_future() if durable else None
         self._pending.append(_Entry(encode_line(record), future))

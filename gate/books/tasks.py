@@ -145,30 +145,6 @@ class TaskBook:
         return held, expired
 
 
-def task_line(task: Task, now: datetime) -> dict[str, Any]:
-    return {
-        "ts": iso(now),
-        "event": "task",
-        "task_id": task.task_id,
-        "agent_id": task.agent_id,
-        "name": task.name,
-        "cap": task.cap,
-        "expires_at": iso(task.expires_at),
-        "key_sha256": task.key_sha256,
-    }
-
-
-def task_end_line(task: Task, now: datetime) -> dict[str, Any]:
-    return {
-        "ts": iso(now),
-        "event": "task_end",
-        "task_id": task.task_id,
-        "agent_id": task.agent_id,
-        "reason": task.ended,
-        "spent": task.spent,
-    }
-
-
 def task_of_record(record: Mapping[str, Any]) -> Task | None:
     """A `task` line (or a snapshot's entry) read back; None when it is not whole."""
     task_id, agent_id = record.get("task_id"), record.get("agent_id")
@@ -188,6 +164,14 @@ def task_of_record(record: Mapping[str, Any]) -> Task | None:
 
 
 def snapshot_entry(task: Task) -> dict[str, Any]:
-    entry = task_line(task, task.expires_at)
-    del entry["ts"], entry["event"]
-    return {**entry, "spent": task.spent, "ended": task.ended}
+    """A task as a snapshot carries it: its `task` line's fields, spent and ended."""
+    return {
+        "task_id": task.task_id,
+        "agent_id": task.agent_id,
+        "name": task.name,
+        "cap": task.cap,
+        "expires_at": iso(task.expires_at),
+        "key_sha256": task.key_sha256,
+        "spent": task.spent,
+        "ended": task.ended,
+    }

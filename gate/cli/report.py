@@ -12,6 +12,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from gate.books.lines import event_of
 from gate.books.spendlog import read_records
 
 GROUPS = ("agent", "model", "day", "tier", "api", "task")
@@ -48,7 +49,7 @@ def request_lines(
 ) -> Iterator[dict[str, Any]]:
     for path in paths:
         for record in read_records(path):
-            if record.get("event") != "request":
+            if event_of(record) != "request":
                 continue
             if since is not None and str(record.get("ts", "")) < since:
                 continue

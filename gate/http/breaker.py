@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from gate.books.lines import RequestLine
 from gate.config import AgentPolicy
 from gate.core.loops import SAME_REQUEST, Fingerprint, Loop, LoopDetector, chat_fingerprint
 from gate.http.errors import LOOP_DETECTED, GateError
@@ -29,7 +30,7 @@ class Breaker:
         self,
         policy: AgentPolicy,
         body: Mapping[str, Any],
-        line: dict[str, Any],
+        line: RequestLine,
         fingerprint: Callable[[Mapping[str, Any]], Fingerprint] = chat_fingerprint,
     ) -> None:
         """Count the request, or raise the 429 that refuses it (and mark its line)."""

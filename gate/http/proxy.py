@@ -11,11 +11,11 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from aiohttp import web
 
 from gate.books.holds import HoldDefaults, HoldRequest
+from gate.books.lines import RequestLine, request_line
 from gate.books.refusals import reason_of
 from gate.books.spendlog import SpendLogError
 from gate.books.store import SpendStoreError, SpendStoreRefused
@@ -40,24 +40,6 @@ def new_request_id() -> str:
     return "req-" + secrets.token_hex(12)
 
 
-def blank_line(request_id: str, api: str = "chat") -> dict[str, Any]:
-    """A request line's fields, in the order ops read them; `api` names the inference API
-    (`chat`, `responses`, `messages`, `completions`, `embeddings`)."""
-    return {
-        "request_id": request_id,
-        "api": api,
-        "generation_id": None,
-        "agent_id": None,
-        "model": None,
-        "tier": None,
-        "models_allowed": [],
-        "stream": False,
-        "status": None,
-        "prompt_tokens": 0,
-        "completion_tokens": 0,
-    }
-
-
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -75,7 +57,7 @@ async def _admit_and_relay(request: web.Request, api: InferenceApi) -> web.Strea
     gate = request.app[GATE]
     cfg = gate.config
     started = time.perf_counter()
-    line = blank_line(new_request_id(), api.name)
+    line = request_line(new_request_id(), api.name)
     known = False  # a known agent, authenticated: its refusals write their own lines
     ticket = None  # what the rate limits counted, undone if the request is refused later
     try:
@@ -172,7 +154,7 @@ chat_completions = inference(CHAT)
 
 
 def _refused(
-    gate: Gate, line: dict[str, Any], status: int, started: float, reason: str | None = None
+    gate: Gate, line: RequestLine, status: int, started: float, reason: str | None = None
 ) -> None:
     """The refusal's line; with a `reason` (no known agent authenticated) only counted
     into the next `refusals` line (`gate.books.refusals`)."""

@@ -10,7 +10,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -18,6 +18,7 @@ import aiohttp
 from aiohttp import web
 
 from gate.books.holds import Hold
+from gate.books.lines import RequestLine
 from gate.books.spendlog import SpendLogError
 from gate.context import Gate
 from gate.core.cost import ZERO, price_of, to_decimal, usage_cost, usage_tokens
@@ -50,11 +51,11 @@ class Call:
     caller: Caller
     admission: Admission
     hold: Hold
-    line: dict[str, Any]
+    line: RequestLine
     started: float
     usage: dict[str, Any] | None = None
     status: int = 200
-    flags: dict[str, Any] = field(default_factory=dict)
+    client_left: bool = False  # the client went before the answer ended
     ticket: Ticket | None = None  # what the rate limits counted for it
 
     def headers(self) -> dict[str, str]:
@@ -121,15 +122,15 @@ class Call:
         if self.usage is not None:
             self.line["prompt_tokens"], self.line["completion_tokens"] = usage_tokens(self.usage)
         seconds = time.perf_counter() - self.started
-        self.line.update(
-            tier=self.admission.tier.name,
-            models_allowed=list(self.admission.tier.models),
-            stream=self.ask.stream,
-            status=self.status,
-            cost_source=source,
-            latency_ms=round(seconds * 1000, 3),
-            **self.flags,
-        )
+        line = self.line
+        line["tier"] = self.admission.tier.name
+        line["models_allowed"] = list(self.admission.tier.models)
+        line["stream"] = self.ask.stream
+        line["status"] = self.status
+        line["cost_source"] = source
+        line["latency_ms"] = round(seconds * 1000, 3)
+        if self.client_left:
+            self.line["client_disconnected"] = True
         remaining = self.gate.ledger.settle(self.hold, cost, self.line)
         if self.ticket is not None:  # the tokens counted: the real ones from now on
             self.ticket.settled(self.line["prompt_tokens"] + self.line["completion_tokens"])
@@ -168,12 +169,11 @@ class Call:
             record = await self.gate.upstream.generation(generation_id, self.caller.authorization)
             cost = to_decimal(record.get("total_cost")) if record is not None else None
             if record is not None and cost is not None:
-                for key, field_name in (
-                    ("tokens_prompt", "prompt_tokens"),
-                    ("tokens_completion", "completion_tokens"),
-                ):
-                    if isinstance(record.get(key), int):
-                        self.line[field_name] = record[key]
+                prompt, completion = record.get("tokens_prompt"), record.get("tokens_completion")
+                if isinstance(prompt, int):
+                    self.line["prompt_tokens"] = prompt
+                if isinstance(completion, int):
+                    self.line["completion_tokens"] = completion
                 return cost, self.settle(cost, "generation")
         return self.settle_now()
 

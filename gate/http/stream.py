@@ -184,7 +184,7 @@ async def _pump(stream: _Stream, upstream: aiohttp.ClientResponse) -> str:
                 await stream.send(stream.tail_out())
                 return stream.ended()
             await stream.send(stream.events_out(chunk))
-        stream.call.flags["client_disconnected"] = True
+        stream.call.client_left = True
         if stream.finished():
             return "done"
         async with asyncio.timeout(stream.call.gate.config.openrouter.drain_timeout_seconds):
@@ -225,7 +225,7 @@ async def _finish(stream: _Stream, ended: str) -> None:
 async def _settle_stream(stream: _Stream) -> None:
     call = stream.call
     if not stream.client_ok:
-        call.flags["client_disconnected"] = True
+        call.client_left = True
         if call.status == 200:  # what upstream said (an error status) stays on the line
             call.status = CLIENT_CLOSED
     await call.settle_final()
