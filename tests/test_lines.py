@@ -81,5 +81,6 @@ def test_a_field_outside_the_record_is_caught() -> None:
         "ts": "t", "event": "reset", "agent_id": "a", "reason": "admin", "why": "extra",
     }  # fmt: skip
     assert conforms(line) == "reset line carries fields its record does not define: ['why']"
-    assert conforms({"ts": "t", "event": "sent", "request_id": "r"}) == "sent line lacks ['agent_id']"
+    sent = {"ts": "t", "event": "sent", "request_id": "r"}
+    assert conforms(sent) == "sent line lacks ['agent_id']"
     assert conforms({"event": "mystery"}) == "unknown event 'mystery'"
