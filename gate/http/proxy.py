@@ -14,15 +14,16 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from gate.books.holds import HoldDefaults, HoldRequest
+from gate.books.holds import Hold, HoldDefaults, HoldRequest
 from gate.books.lines import RequestLine, request_line
 from gate.books.refusals import reason_of
 from gate.books.spendlog import SpendLogError
 from gate.books.store import SpendStoreError, SpendStoreRefused
+from gate.config import GateConfig
 from gate.context import GATE, Gate
 from gate.core.cost import ZERO
-from gate.core.router import Refusal
-from gate.http.apis import CHAT, InferenceApi
+from gate.core.router import Admission, Refusal
+from gate.http.apis import CHAT, ApiRequest, InferenceApi
 from gate.http.errors import (
     INVALID_REQUEST,
     GateError,
@@ -30,9 +31,10 @@ from gate.http.errors import (
     log_unavailable,
     store_unavailable,
 )
-from gate.http.intake import agent_id_of, identify, read_json_object, task_of
+from gate.http.intake import Caller, agent_id_of, identify, read_json_object, task_of
 from gate.http.limits import refusal_headers
 from gate.http.relay import Call, relay_json
+from gate.http.slots import Slot
 from gate.http.stream import relay_stream
 
 
@@ -89,54 +91,7 @@ async def _admit_and_relay(request: web.Request, api: InferenceApi) -> web.Strea
             gate.breaker.check(caller.policy, body, line, api.fingerprint)
         # 429 past a limit; on the Redis store one script call, shared by every instance
         ticket = await gate.limits.admit(gate.ledger, caller.policy, cfg, demand)
-        slot = gate.slots.take(  # synchronously: a burst cannot pass the check together
-            caller.policy.agent_id,
-            cfg.limits.max_concurrent_upstream,
-            caller.policy.max_concurrent or cfg.limits.max_concurrent_per_agent,
-        )
-        try:
-            outcome = await gate.ledger.reserve(
-                caller.policy.agent_id,
-                line["request_id"],
-                HoldRequest(
-                    ask.model,
-                    gate.calibration.prompt_tokens(line["request_id"], demand.prompt_tokens),
-                    demand.max_tokens,
-                    cfg.holds.plugin_usd_per_request * demand.unpriced_plugins,
-                    demand.body,
-                    api.name,
-                    line.get("task_id"),
-                ),
-                gate.prices.prices,
-                HoldDefaults(
-                    cfg.holds.unknown_model_usd_per_token,
-                    cfg.holds.default_max_tokens,
-                    cfg.holds.max_hold_usd,
-                ),
-            )
-        except SpendStoreRefused as exc:  # this request's amounts, not the store's state
-            slot.release()
-            raise GateError(400, INVALID_REQUEST, str(exc)) from None
-        except SpendStoreError as exc:
-            slot.release()
-            raise store_unavailable(str(exc)) from None
-        except SpendLogError as exc:
-            slot.release()
-            raise log_unavailable(str(exc)) from None
-        except BaseException:
-            slot.release()
-            raise
-        if isinstance(outcome, Refusal):
-            slot.release()
-            if outcome.tier is not None:
-                line["tier"] = outcome.tier.name
-                line["models_allowed"] = list(outcome.tier.models)
-            if outcome.status == 402:
-                # a task's cap never resets; the agent's budget resets with its period
-                resets_at = None if by_task else gate.ledger.resets_at(caller.policy.agent_id)
-                refusal = budget_refusal(caller.policy.agent_id, outcome.message, resets_at)
-                raise api.budget_refusal(request.headers, refusal)
-            raise GateError(outcome.status, INVALID_REQUEST, outcome.message)
+        admission, hold, slot = await _reserve(gate, cfg, request, api, ask, caller, line)
     except GateError as err:
         if known:  # the budget (and rate limits) a known agent can see, refused or not
             err.headers.update(refusal_headers(gate, caller.policy.agent_id, ticket))
@@ -145,9 +100,73 @@ async def _admit_and_relay(request: web.Request, api: InferenceApi) -> web.Strea
             line["client_status"] = err.status
         _refused(gate, line, err.logged_status or err.status, started, reason)
         raise
-    admission, hold = outcome
     call = Call(gate, request, ask, caller, admission, hold, line, started, ticket=ticket)
     return await gate.shielded(relay_stream(call) if ask.stream else relay_json(call), slot)
+
+
+async def _reserve(
+    gate: Gate,
+    cfg: GateConfig,
+    request: web.Request,
+    api: InferenceApi,
+    ask: ApiRequest,
+    caller: Caller,
+    line: RequestLine,
+) -> tuple[Admission, Hold, Slot]:
+    """Take a slot for the call and place its hold; or raise the GateError that refuses
+    it, its slot given back (402 in the API's own shape for the budget's refusal)."""
+    demand = ask.demand
+    slot = gate.slots.take(  # synchronously: a burst cannot pass the check together
+        caller.policy.agent_id,
+        cfg.limits.max_concurrent_upstream,
+        caller.policy.max_concurrent or cfg.limits.max_concurrent_per_agent,
+    )
+    try:
+        outcome = await gate.ledger.reserve(
+            caller.policy.agent_id,
+            line["request_id"],
+            HoldRequest(
+                ask.model,
+                gate.calibration.prompt_tokens(line["request_id"], demand.prompt_tokens),
+                demand.max_tokens,
+                cfg.holds.plugin_usd_per_request * demand.unpriced_plugins,
+                demand.body,
+                api.name,
+                line.get("task_id"),
+            ),
+            gate.prices.prices,
+            HoldDefaults(
+                cfg.holds.unknown_model_usd_per_token,
+                cfg.holds.default_max_tokens,
+                cfg.holds.max_hold_usd,
+            ),
+        )
+    except SpendStoreRefused as exc:  # this request's amounts, not the store's state
+        slot.release()
+        raise GateError(400, INVALID_REQUEST, str(exc)) from None
+    except SpendStoreError as exc:
+        slot.release()
+        raise store_unavailable(str(exc)) from None
+    except SpendLogError as exc:
+        slot.release()
+        raise log_unavailable(str(exc)) from None
+    except BaseException:
+        slot.release()
+        raise
+    if isinstance(outcome, Refusal):
+        slot.release()
+        if outcome.tier is not None:
+            line["tier"] = outcome.tier.name
+            line["models_allowed"] = list(outcome.tier.models)
+        if outcome.status == 402:
+            # a task's cap never resets; the agent's budget resets with its period
+            agent_id = caller.policy.agent_id
+            resets_at = None if "task_id" in line else gate.ledger.resets_at(agent_id)
+            refusal = budget_refusal(caller.policy.agent_id, outcome.message, resets_at)
+            raise api.budget_refusal(request.headers, refusal)
+        raise GateError(outcome.status, INVALID_REQUEST, outcome.message)
+    admission, hold = outcome
+    return admission, hold, slot
 
 
 chat_completions = inference(CHAT)
