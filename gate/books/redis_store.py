@@ -32,7 +32,7 @@ from decimal import Decimal
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 
 from gate.books import redis_scripts as lua
 from gate.books.accounts import Account
@@ -40,6 +40,7 @@ from gate.books.holds import Hold, HoldDefaults, HoldRequest, decide
 from gate.books.ledger import Ledger
 from gate.books.lines import RequestLine, budget_line, reset_line
 from gate.books.observers import LineObserver, Observer
+from gate.books.redis_calls import Scripts
 from gate.books.redis_connect import (
     connect,
     epoch,
@@ -90,22 +91,13 @@ class RedisLedger:
         self.keys = lua.Keys(store.key_prefix)
         self.instance = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self._client = client if client is not None else connect(store)
-        c = self._client
-        self._state = c.register_script(lua.STATE)
-        self._reserve = c.register_script(lua.RESERVE)
-        self._settle = c.register_script(lua.SETTLE)
-        self._budget = c.register_script(lua.BUDGET)
-        self._policy = c.register_script(lua.POLICY)
-        self._name = c.register_script(lua.NAME)
-        self._renew = c.register_script(lua.RENEW)
-        self._claim = c.register_script(lua.CLAIM)
+        self._lua = Scripts(self._client, store)
         self._writer = ChangeWriter(self._mirror, retry_on=SpendStoreError)
         self._store_held: dict[str, Decimal] = {}  # agent -> held, as Redis last said
         self._offline: set[str] = set()  # holds placed while Redis was away (open mode)
         # agent -> resets/spent-sets this instance wrote: orders its own settlements
         # against them as its log does (see redis_scripts.SETTLE).
         self._resets: dict[str, int] = {}
-        self._error: str | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     # -- life cycle -------------------------------------------------------------------
@@ -118,7 +110,7 @@ class RedisLedger:
             if not ready:
                 raise SpendStoreStartError(not_ready_message(self.store))
             for agent_id in self.agent_ids():
-                self._mirror(agent_id, await self._call(self._policy, agent_id))
+                self._mirror(agent_id, await self._call(self._lua.policy, agent_id))
         except (RedisError, OSError, SpendStoreError) as exc:
             await self._client.aclose()
             url = redacted(self.store.url or "")
@@ -159,7 +151,7 @@ class RedisLedger:
 
     @property
     def store_error(self) -> str | None:
-        return self._error
+        return self._lua.error
 
     async def all_settled(self) -> None:
         await self.books.all_settled()
@@ -244,35 +236,9 @@ class RedisLedger:
     async def _call(
         self, script: Any, agent_id: str, keys: Sequence[str] = (), args: Sequence[Any] = ()
     ) -> list[Any]:
-        """Run an account script; raises SpendStoreError when Redis cannot answer or
-        has lost its state."""
+        """Run an account script on the agent's account (`redis_calls.Scripts.call`)."""
         base_keys, base_args = self._args(agent_id)
-        try:
-            reply = await script(keys=[*base_keys, *keys], args=[*base_args, *args])
-        except ResponseError as exc:
-            if "overflow" not in str(exc) and "out of range" not in str(exc):
-                self._failed(f"redis error: {exc}")
-                raise SpendStoreError(self._error or "redis error") from None
-            log.warning("spend store: refused one change: %s", exc)
-            raise SpendStoreRefused("the spend store cannot count this request's amounts") from None
-        except (RedisError, OSError) as exc:
-            self._failed(f"redis unreachable: {type(exc).__name__}: {exc}")
-            raise SpendStoreError(self._error or "redis unreachable") from None
-        if reply[0] == lua.NOT_READY:
-            self._failed("redis holds no gate state: " + not_ready_message(self.store))
-            raise SpendStoreError(self._error or "")
-        self._recovered()
-        return list(reply)
-
-    def _failed(self, reason: str) -> None:
-        if self._error is None:
-            log.error("spend store: %s", reason)
-        self._error = reason
-
-    def _recovered(self) -> None:
-        if self._error is not None:
-            log.warning("spend store: working again after: %s", self._error)
-            self._error = None
+        return await self._lua.call(script, [*base_keys, *keys], [*base_args, *args])
 
     def _mirror(self, agent_id: str, reply: list[Any]) -> None:
         """Take Redis's word for an account (plus what this instance has not sent yet);
@@ -314,14 +280,16 @@ class RedisLedger:
     async def refresh(self) -> None:
         """Bring the mirror up to date with Redis and renew this instance's holds."""
         for agent_id in self.agent_ids():
-            self._mirror(agent_id, await self._call(self._state, agent_id))
+            self._mirror(agent_id, await self._call(self._lua.state, agent_id))
         mine = [rid for rid in self.books.hold_ids() if rid not in self._offline]
         if mine:
             expires = self._clock().timestamp() + self.store.hold_ttl_seconds
             try:
-                await self._renew(keys=[self.keys.holds, self.keys.expiry], args=[expires, *mine])
+                await self._lua.renew(
+                    keys=[self.keys.holds, self.keys.expiry], args=[expires, *mine]
+                )
             except (RedisError, OSError) as exc:
-                self._failed(f"redis unreachable: {type(exc).__name__}: {exc}")
+                self._lua.unreachable(exc)
 
     # -- task budgets: not on this store yet --------------------------------------------
 
@@ -383,14 +351,14 @@ class RedisLedger:
             if isinstance(decision, Refusal):
                 if fresh:
                     return decision
-                self._mirror(agent_id, await self._call(self._state, agent_id))
+                self._mirror(agent_id, await self._call(self._lua.state, agent_id))
                 fresh = True  # the mirror may be stale: refuse only on Redis's word
                 continue
             units = lua.to_units(decision.hold)
             expires = self._clock().timestamp() + self.store.hold_ttl_seconds
             body = lua.hold_entry(agent_id, units, self.instance, expires, ask.api)
             reply = await self._call(
-                self._reserve,
+                self._lua.reserve,
                 agent_id,
                 [self.keys.holds, self.keys.expiry],
                 [units, "1" if acct.policy.hard_cap else "0", request_id, body, expires],
@@ -441,7 +409,7 @@ class RedisLedger:
         ]
 
         def run() -> Awaitable[Any]:
-            return self._call(self._settle, agent_id, keys, args)
+            return self._call(self._lua.settle, agent_id, keys, args)
 
         if offline:  # Redis's held never carried it: only the cost is on its way
             self._writer.owe(agent_id, ZERO, -hold.amount)
@@ -463,9 +431,9 @@ class RedisLedger:
 
         async def run() -> None:
             try:
-                await self._name(keys=[holds], args=[rid, generation_id])
+                await self._lua.name(keys=[holds], args=[rid, generation_id])
             except (RedisError, OSError) as exc:
-                self._failed(f"redis unreachable: {type(exc).__name__}: {exc}")
+                self._lua.unreachable(exc)
                 raise SpendStoreError(str(exc)) from None
 
         self._writer.put(Change(hold.agent_id, run))
@@ -475,12 +443,12 @@ class RedisLedger:
         the caller settles them. Each expired hold goes to one instance only."""
         now = self._clock().timestamp()
         try:
-            found = await self._claim(
+            found = await self._lua.claim(
                 keys=[self.keys.marker, self.keys.holds, self.keys.expiry],
                 args=[now, now + self.store.hold_ttl_seconds, self.instance, CLAIM_BATCH],
             )
         except (RedisError, OSError) as exc:
-            self._failed(f"redis unreachable: {type(exc).__name__}: {exc}")
+            self._lua.unreachable(exc)
             return []
         claimed = []
         for request_id, encoded in zip(found[::2], found[1::2], strict=True):
@@ -523,7 +491,7 @@ class RedisLedger:
         count = self._resets.get(agent_id, 0) + (spent != "")
         args = [total, spent, epoch_ms(self._clock()), self.instance, count]
         try:
-            reply = await self._call(self._budget, agent_id, (), args)
+            reply = await self._call(self._lua.budget, agent_id, (), args)
         finally:
             # Even on an error: Redis may have taken it, and a higher count is harmless.
             self._resets[agent_id] = count
@@ -540,6 +508,6 @@ class RedisLedger:
         for agent_id in agents:
 
             def run(agent_id: str = agent_id) -> Awaitable[Any]:
-                return self._call(self._policy, agent_id)
+                return self._call(self._lua.policy, agent_id)
 
             self._writer.put(Change(agent_id, run))
