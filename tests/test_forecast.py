@@ -79,6 +79,10 @@ DAILY_END = period_end("daily", T0)  # 2026-12-04 00:00Z
         (3.0, None, DAILY_END, None, False),
         # a pace too small to name a date for
         (1e-12, Decimal("5"), DAILY_END, None, False),
+        # a date past any horizon (beyond what a timedelta can hold, too): none, no error
+        (1e-9, Decimal("50"), DAILY_END, None, False),
+        (0.02, Decimal("1000000000"), DAILY_END, None, False),
+        (1.0, Decimal("87600"), None, T0 + 87600 * HOUR, True),  # ten years: still named
         (float("inf"), Decimal("5"), DAILY_END, None, False),
         (float("nan"), Decimal("5"), DAILY_END, None, False),
     ],

@@ -29,6 +29,7 @@ _DECAY: Final = math.log(2) / HALF_LIFE_SECONDS  # per second
 MIN_RATE_USD_PER_HOUR: Final = 1e-9
 # Beyond this a projection is no date worth naming (and stays inside datetime's range).
 MAX_HORIZON: Final = timedelta(days=3650)
+_MAX_HOURS: Final = MAX_HORIZON.total_seconds() / 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +99,8 @@ def project(
     if rate < MIN_RATE_USD_PER_HOUR:
         return Forecast(rate, None, False, resets_at)
     hours = float(remaining) / rate
-    if not math.isfinite(hours) or timedelta(hours=hours) > MAX_HORIZON:
+    if not math.isfinite(hours) or hours > _MAX_HOURS:  # compared as a float: a timedelta
+        # of that many hours may not even exist (OverflowError past 999,999,999 days)
         return Forecast(rate, None, False, resets_at)
     runs_out = now + timedelta(hours=hours)
     before = resets_at is None or runs_out < resets_at
