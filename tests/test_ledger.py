@@ -13,6 +13,7 @@ import pytest
 from gate.books import ledger as ledger_module
 from gate.books.holds import HoldDefaults, HoldRequest
 from gate.books.ledger import Ledger
+from gate.books.lines import request_line
 from gate.books.spendlog import SpendLog, last_snapshot_offset, read_records
 from gate.core import clock as clock_module
 from gate.core.cost import ModelPrice
@@ -252,3 +253,35 @@ def test_carry_accounts_keeps_resumes_starts_and_sets_dormant(tmp_path: Path) ->
     back, carried = carry_accounts(accounts, dormant, agents, now)
     assert back[second].spent == 4 and dormant == {}
     assert back[second] in carried
+
+
+async def test_held_is_the_sum_of_the_open_holds_through_any_interleaving(tmp_path: Path) -> None:
+    """`held` is kept as holds open and close (not summed over every open hold on each
+    change): whatever order 200 holds of two agents open, settle and get cancelled in,
+    and across a replay of the log, each agent's held equals the sum of its open holds."""
+    clock = Clock(datetime(2026, 12, 3, 12, tzinfo=UTC))
+    ledger, log = await open_ledger(tmp_path, clock)
+    rng = random.Random(16)
+    opened = []
+    for i in range(200):
+        agent_id = rng.choice("ab")
+        ask = HoldRequest(None, rng.randint(1, 400), rng.randint(1, 90))
+        outcome = await ledger.reserve(agent_id, f"r{i}", ask, PRICES, DEFAULTS)
+        if not isinstance(outcome, Refusal):
+            opened.append(outcome[1])
+        if opened and rng.random() < 0.45:
+            hold = opened.pop(rng.randrange(len(opened)))
+            ledger.settle(hold, hold.amount / rng.randint(1, 7), request_line(hold.request_id))
+        for agent_id in "ab":
+            acct = ledger.account(agent_id)
+            assert acct is not None
+            expected = sum((h.amount for h in opened if h.agent_id == agent_id), Decimal(0))
+            assert acct.held == expected
+    assert opened, "some holds are still open"
+    await log.close()
+    again, log = await open_ledger(tmp_path, clock)
+    for agent_id in "ab":
+        acct = again.account(agent_id)
+        assert acct is not None
+        assert acct.held == sum((h.amount for h in opened if h.agent_id == agent_id), Decimal(0))
+    await log.close()

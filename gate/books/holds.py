@@ -4,7 +4,7 @@ admission decision on an account's current state."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -44,11 +44,6 @@ class HoldDefaults:
     unknown_price: Decimal
     default_max_tokens: int
     max_hold_usd: Decimal = MAX_HOLD_USD
-
-
-def held_by(holds: Iterable[Hold], agent_id: str) -> Decimal:
-    """The sum of the agent's open holds."""
-    return sum((h.amount for h in holds if h.agent_id == agent_id and not h.settled), ZERO)
 
 
 def decide(

@@ -28,7 +28,7 @@ from gate.books.accounts import (
     roll_period,
     tier_of,
 )
-from gate.books.holds import Hold, HoldDefaults, HoldRequest, decide, held_by
+from gate.books.holds import Hold, HoldDefaults, HoldRequest, decide
 from gate.books.lines import (
     RequestLine,
     budget_line,
@@ -100,6 +100,9 @@ class Ledger:
         # the agent back resumes them). See `apply_policies`.
         self._dormant: dict[str, Account] = {}
         self._holds: dict[str, Hold] = {}
+        # agent -> the sum of its open holds, kept as they open and close (Decimal: exact,
+        # so it cannot drift) instead of summing every open hold on each change
+        self._open: dict[str, Decimal] = {}
         self._task_book = TaskBook()  # task budgets (`gate.books.tasks`)
         self._no_holds = asyncio.Event()
         self._no_holds.set()
@@ -183,7 +186,13 @@ class Ledger:
 
     def adopt(self, hold: Hold) -> None:
         """Take an open hold over (a dead instance's, claimed from a shared store)."""
+        self._open_hold(hold)
+
+    def _open_hold(self, hold: Hold) -> None:
+        if hold.request_id in self._holds:
+            return
         self._holds[hold.request_id] = hold
+        self._open[hold.agent_id] = self._open.get(hold.agent_id, ZERO) + hold.amount
         self._no_holds.clear()
 
     async def claim_expired(self) -> list[Hold]:
@@ -208,7 +217,8 @@ class Ledger:
         """Hand everything still owed to the store over, then let go of it."""
 
     def _forget(self, hold: Hold) -> None:
-        self._holds.pop(hold.request_id, None)
+        if self._holds.pop(hold.request_id, None) is not None:
+            self._open[hold.agent_id] -= hold.amount
         if not self._holds:
             self._no_holds.set()
 
@@ -259,8 +269,7 @@ class Ledger:
 
     def record_hold(self, hold: Hold, tier: str, now: datetime) -> asyncio.Future[None]:
         """Open the hold and append its line (durable). Runs under the agent's lock."""
-        self._holds[hold.request_id] = hold
-        self._no_holds.clear()
+        self._open_hold(hold)
         if self.marks_sends:
             hold.sent = False  # until `mark_sent`
         written = self.append(hold_line(hold, tier, now), durable=True)
@@ -369,7 +378,7 @@ class Ledger:
             acct.held = self._follower.held(agent_id)
             return
         if not self._task_book.by_id:
-            acct.held = held_by(self._holds.values(), agent_id)
+            acct.held = self._open.get(agent_id, ZERO)
             return
         now = self._clock()
         acct.held, expired = self._task_book.held(self._holds.values(), agent_id, now)
@@ -492,6 +501,9 @@ class Ledger:
         Holds without a request line stay open (see `open_holds`) for reconciliation."""
         books = Books(self._accounts, self._dormant, self._holds, self._task_book.by_id)
         count = replay_records(records, books, self._clock)
+        self._open = {}
+        for hold in self._holds.values():
+            self._open[hold.agent_id] = self._open.get(hold.agent_id, ZERO) + hold.amount
         if self._holds:
             self._no_holds.clear()
         self._task_book.reindex()
