@@ -15,6 +15,7 @@ from gate.books.paces import Paces
 from gate.books.store import SpendStore
 from gate.config import GateConfig
 from gate.core.calibrate import Calibration
+from gate.core.ids import RequestIds
 from gate.http.bodies import BodyChecker
 from gate.http.breaker import Breaker
 from gate.http.limits import RateLimits
@@ -78,6 +79,7 @@ class Gate:
     calibration: Calibration = field(default_factory=Calibration)
     breaker: Breaker = field(default_factory=Breaker)  # runaway loops, per agent
     paces: Paces = field(default_factory=Paces)  # recent spend rates, for the forecast
+    ids: RequestIds = field(default_factory=RequestIds)  # each request's request_id
 
     @property
     def config(self) -> GateConfig:

@@ -145,7 +145,11 @@ def carry_accounts(
 
 def next_reset(acct: Account, now: datetime) -> str | None:
     """When the budget next resets (its period's end, UTC), None for `never`."""
-    end = period_end(acct.policy.period, now)
+    known = acct.period_known
+    if known is not None and known[0] == acct.policy.period and known[1] <= now < known[2]:
+        end: datetime | None = known[2]  # the current period's, as `roll_period` found it
+    else:
+        end = period_end(acct.policy.period, now)
     return iso(end) if end is not None else None
 
 

@@ -8,7 +8,6 @@ It is the same for every API; the adapter (`gate.http.apis`) reads the body.
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Awaitable, Callable
 
@@ -37,11 +36,6 @@ from gate.http.relay import Call, relay_json
 from gate.http.slots import Slot
 from gate.http.stream import relay_stream
 
-
-def new_request_id() -> str:
-    return "req-" + secrets.token_hex(12)
-
-
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -59,7 +53,7 @@ async def _admit_and_relay(request: web.Request, api: InferenceApi) -> web.Strea
     gate = request.app[GATE]
     cfg = gate.config
     started = time.perf_counter()
-    line = request_line(new_request_id(), api.name)
+    line = request_line(gate.ids.new(), api.name)
     known = False  # a known agent, authenticated: its refusals write their own lines
     ticket = None  # what the rate limits counted, undone if the request is refused later
     try:

@@ -68,6 +68,12 @@ class Metrics:
             registry=self.registry,
             buckets=SLOW_BUCKETS,
         )
+        # Labelled children looked up once: label values are bounded (configured agents
+        # and models, else "unknown"/"other"), so these stay small.
+        self._children: dict[tuple[str, str, str, str, int], Counter] = {}
+        self._answers: dict[int, Counter] = {}
+        self._stream_latency = self.latency.labels("true")
+        self._json_latency = self.latency.labels("false")
         self.first_chunk = Histogram(
             "gate_time_to_first_chunk_seconds",
             "Time from a streaming request to the first data event from upstream",
@@ -102,13 +108,20 @@ class Metrics:
         api: str = "chat",
     ) -> None:
         agent, model_label = self.agent(agent_id), self.model(model)
-        self.requests.labels(api, agent, tier or "none", model_label, str(status)).inc()
+        labels = (api, agent, tier or "none", model_label, status)
+        counter = self._children.get(labels)
+        if counter is None:  # prometheus_client's labels() takes a lock and checks: once
+            counter = self._children[labels] = self.requests.labels(*labels[:4], str(status))
+        counter.inc()
         if cost:
             self.spend.labels(agent, model_label).inc(finite_float(cost) or 0.0)
-        self.latency.labels("true" if stream else "false").observe(seconds)
+        (self._stream_latency if stream else self._json_latency).observe(seconds)
 
     def upstream_answer(self, status: int, seconds: float) -> None:
-        self.upstream_responses.labels(str(status)).inc()
+        counter = self._answers.get(status)
+        if counter is None:
+            counter = self._answers[status] = self.upstream_responses.labels(str(status))
+        counter.inc()
         self.upstream_latency.observe(seconds)
 
     def track_ledger(self, ledger: SpendStore) -> None:
