@@ -19,6 +19,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from gate.books.lines import task_line
 from gate.core.clock import iso, parse_ts
 from gate.core.cost import ZERO, to_decimal
 
@@ -165,13 +166,6 @@ def task_of_record(record: Mapping[str, Any]) -> Task | None:
 
 def snapshot_entry(task: Task) -> dict[str, Any]:
     """A task as a snapshot carries it: its `task` line's fields, spent and ended."""
-    return {
-        "task_id": task.task_id,
-        "agent_id": task.agent_id,
-        "name": task.name,
-        "cap": task.cap,
-        "expires_at": iso(task.expires_at),
-        "key_sha256": task.key_sha256,
-        "spent": task.spent,
-        "ended": task.ended,
-    }
+    line = task_line(task, task.expires_at)
+    entry: dict[str, Any] = {k: v for k, v in line.items() if k not in ("ts", "event")}
+    return entry | {"spent": task.spent, "ended": task.ended}

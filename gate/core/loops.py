@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import marshal
 from collections import OrderedDict, deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,13 +54,19 @@ def chat_fingerprint(body: Mapping[str, Any]) -> Fingerprint:
     message with role `user`. Other APIs add their own function of this shape."""
     messages = body.get("messages")
     messages = messages if isinstance(messages, list) else []
-    turn: tuple[int, Any] = (-1, None)
+    return Fingerprint(digest(messages, body.get("tools")), digest(*last_turn(messages)))
+
+
+def last_turn(
+    messages: list[Any], is_turn: Callable[[Mapping[str, Any]], bool] = lambda _m: True
+) -> tuple[int, Any]:
+    """(index, message) of the last message with role `user` that `is_turn` counts as
+    a person's turn; (-1, None) when there is none."""
     for index in range(len(messages) - 1, -1, -1):
         message = messages[index]
-        if isinstance(message, dict) and message.get("role") == "user":
-            turn = (index, message)
-            break
-    return Fingerprint(digest(messages, body.get("tools")), digest(*turn))
+        if isinstance(message, dict) and message.get("role") == "user" and is_turn(message):
+            return index, message
+    return -1, None
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from gate.core.loops import Fingerprint, digest
+from gate.core.loops import Fingerprint, digest, last_turn
 from gate.http.apis.base import (
     Answer,
     ApiRequest,
@@ -63,19 +63,16 @@ def messages_fingerprint(body: Mapping[str, Any]) -> Fingerprint:
     message that is not only tool results (Anthropic sends those with role `user`)."""
     messages = body.get("messages")
     messages = messages if isinstance(messages, list) else []
-    turn: tuple[int, Any] = (-1, None)
-    for index in range(len(messages) - 1, -1, -1):
-        message = messages[index]
-        if isinstance(message, dict) and message.get("role") == "user":
-            content = message.get("content")
-            if isinstance(content, list) and content and all(
-                isinstance(b, dict) and b.get("type") == "tool_result" for b in content
-            ):
-                continue
-            turn = (index, message)
-            break
-    return Fingerprint(
-        digest(messages, body.get("tools"), body.get("system")), digest(*turn)
+    turn = last_turn(messages, _not_only_tool_results)
+    return Fingerprint(digest(messages, body.get("tools"), body.get("system")), digest(*turn))
+
+
+def _not_only_tool_results(message: Mapping[str, Any]) -> bool:
+    content = message.get("content")
+    return not (
+        isinstance(content, list)
+        and content
+        and all(isinstance(b, dict) and b.get("type") == "tool_result" for b in content)
     )
 
 
