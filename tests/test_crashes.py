@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from gate.__main__ import SHUTDOWN_GRACE_SECONDS
-from gate.books.spendlog import read_records
+from gate.books.logscan import read_records
 
 from .procs import Proc, start_gate, start_mock
 from .support import UPSTREAM_KEY, agent, chat, raw_config, sse_data, write_config

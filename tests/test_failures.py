@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from gate.books.spendlog import read_records
+from gate.books.logscan import read_records
 from gate.config import GateConfig, load_config
 from gate.context import GATE
 from mock_upstream import Fault

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import aiohttp
 
-from gate.books.spendlog import read_records
+from gate.books.logscan import read_records
 
 from .procs import start_gate, start_mock
 from .support import chat, raw_config, write_config

@@ -14,7 +14,8 @@ from gate.books import ledger as ledger_module
 from gate.books.holds import HoldDefaults, HoldRequest
 from gate.books.ledger import Ledger
 from gate.books.lines import request_line
-from gate.books.spendlog import SpendLog, last_snapshot_offset, read_records
+from gate.books.logscan import last_snapshot_offset, read_records
+from gate.books.spendlog import SpendLog
 from gate.core import clock as clock_module
 from gate.core.cost import ModelPrice
 from gate.core.router import Refusal

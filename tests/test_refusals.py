@@ -13,8 +13,9 @@ from typing import Any
 
 from gate.books import refusals
 from gate.books.ledger import Ledger
+from gate.books.logscan import read_records
 from gate.books.logtail import request_record
-from gate.books.spendlog import SpendLog, read_records
+from gate.books.spendlog import SpendLog
 from gate.cli import report
 from gate.config import parse_config
 from gate.context import GATE

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from gate.books import spendlog
-from gate.books.spendlog import SpendLog, SpendLogError, read_records
+from gate.books.logscan import read_records
+from gate.books.spendlog import SpendLog, SpendLogError
 
 
 async def test_concurrent_lines_never_interleave(tmp_path: Path) -> None:

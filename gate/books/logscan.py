@@ -1,6 +1,7 @@
-"""The spend log's end, read backwards at start-up: where replay starts (the last whole
-snapshot line) and a last line a crash cut short. Plain file I/O, no asyncio; start-up
-costs the tail of the log, not all of it.
+"""Reading the spend log back: its records in order (`read_records`, for replay,
+reports, rebuilds and compaction), and its end read backwards at start-up: where replay
+starts (the last whole snapshot line) and a last line a crash cut short. Plain file
+I/O, no asyncio; start-up costs the tail of the log, not all of it.
 """
 
 from __future__ import annotations
@@ -9,8 +10,9 @@ import json
 import logging
 import os
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from gate.books.lines import event_of
 
@@ -119,3 +121,50 @@ def set_aside_torn_tail(path: Path) -> int:
         "spend log: a last line cut short by a crash (%d bytes) moved to %s", len(tail), torn.name
     )
     return len(tail)
+
+
+
+
+def read_records(path: Path, offset: int = 0) -> Iterator[dict[str, Any]]:
+    """Every whole JSON object in the log from `offset` on, in order; torn or foreign
+    lines are skipped with a warning. Numbers with a fraction come back as Decimal.
+    Reads no further than the file's size when opened: a device in the log's place
+    (`/dev/full`, `/dev/zero`) would otherwise be read forever."""
+    try:
+        f = path.open("rb")
+    except FileNotFoundError:
+        return
+    with f:
+        left = os.fstat(f.fileno()).st_size - f.seek(offset)
+        tail = b""
+        number = 0
+        while left > 0 and (chunk := f.read(min(READ_CHUNK, left))):
+            left -= len(chunk)
+            lines = (tail + chunk).split(b"\n")
+            tail = lines.pop()
+            for line in lines:
+                number += 1
+                record = _decode(line, number)
+                if record is not None:
+                    yield record
+        if tail.strip():
+            # A last line without its newline: whole if it parses (the writer starts
+            # the next line on a fresh one either way), torn otherwise.
+            number += 1
+            record = _decode(tail, number)
+            if record is not None:
+                yield record
+
+
+def _decode(line: bytes, number: int) -> dict[str, Any] | None:
+    if not line.strip():
+        return None
+    try:
+        record = json.loads(line, parse_float=Decimal)
+    except ValueError:
+        log.warning("spend log: skipping unreadable line %d", number)
+        return None
+    if not isinstance(record, dict):
+        log.warning("spend log: skipping line %d, not an object", number)
+        return None
+    return record

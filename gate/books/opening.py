@@ -9,9 +9,10 @@ import logging
 from pathlib import Path
 
 from gate.books.ledger import Ledger
+from gate.books.logscan import last_snapshot_offset, read_records
 from gate.books.redis_connect import redacted
 from gate.books.redis_store import RedisLedger
-from gate.books.spendlog import SpendLog, last_snapshot_offset, read_records
+from gate.books.spendlog import SpendLog
 from gate.books.store import SpendStore
 from gate.config import GateConfig
 from gate.core.clock import Clock

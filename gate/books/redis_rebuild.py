@@ -31,8 +31,9 @@ from redis.asyncio import Redis
 from gate.books import redis_scripts as lua
 from gate.books.ledger import Ledger
 from gate.books.lines import event_of
+from gate.books.logscan import read_records
 from gate.books.redis_connect import connect, epoch, epoch_ms
-from gate.books.spendlog import SpendLog, read_records
+from gate.books.spendlog import SpendLog
 from gate.config import GateConfig
 from gate.core.clock import Clock, iso, utc_now
 

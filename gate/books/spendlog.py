@@ -22,13 +22,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +42,6 @@ log = logging.getLogger(__name__)
 
 RETRY_MIN_SECONDS = 0.05
 RETRY_MAX_SECONDS = 1.0
-READ_CHUNK = 1 << 20
 
 
 class SpendLogError(Exception):
@@ -357,46 +354,3 @@ def _ends_mid_line(path: Path) -> bool:
         return False
 
 
-def read_records(path: Path, offset: int = 0) -> Iterator[dict[str, Any]]:
-    """Every whole JSON object in the log from `offset` on, in order; torn or foreign
-    lines are skipped with a warning. Numbers with a fraction come back as Decimal.
-    Reads no further than the file's size when opened: a device in the log's place
-    (`/dev/full`, `/dev/zero`) would otherwise be read forever."""
-    try:
-        f = path.open("rb")
-    except FileNotFoundError:
-        return
-    with f:
-        left = os.fstat(f.fileno()).st_size - f.seek(offset)
-        tail = b""
-        number = 0
-        while left > 0 and (chunk := f.read(min(READ_CHUNK, left))):
-            left -= len(chunk)
-            lines = (tail + chunk).split(b"\n")
-            tail = lines.pop()
-            for line in lines:
-                number += 1
-                record = _decode(line, number)
-                if record is not None:
-                    yield record
-        if tail.strip():
-            # A last line without its newline: whole if it parses (the writer starts
-            # the next line on a fresh one either way), torn otherwise.
-            number += 1
-            record = _decode(tail, number)
-            if record is not None:
-                yield record
-
-
-def _decode(line: bytes, number: int) -> dict[str, Any] | None:
-    if not line.strip():
-        return None
-    try:
-        record = json.loads(line, parse_float=Decimal)
-    except ValueError:
-        log.warning("spend log: skipping unreadable line %d", number)
-        return None
-    if not isinstance(record, dict):
-        log.warning("spend log: skipping line %d, not an object", number)
-        return None
-    return record

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from gate.books.lines import event_of
-from gate.books.spendlog import read_records
+from gate.books.logscan import read_records
 
 GROUPS = ("agent", "model", "day", "tier", "api", "task")
 FORMATS = ("table", "json", "csv")
