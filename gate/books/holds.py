@@ -4,6 +4,7 @@ admission decision on an account's current state."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -74,3 +75,42 @@ def decide(
         d.max_hold_usd,
         task_unused,
     )
+
+
+class OpenHolds:
+    """The holds in flight, by request id, with each agent's sum kept as they open and
+    close (Decimal, so exact: it cannot drift) instead of summed over every open hold on
+    each change, and an event that is set while none is open."""
+
+    def __init__(self) -> None:
+        self.by_id: dict[str, Hold] = {}  # filled directly by replay, then `recount()`
+        self._sums: dict[str, Decimal] = {}
+        self._none = asyncio.Event()
+        self._none.set()
+
+    def open(self, hold: Hold) -> None:
+        if hold.request_id in self.by_id:
+            return
+        self.by_id[hold.request_id] = hold
+        self._sums[hold.agent_id] = self._sums.get(hold.agent_id, ZERO) + hold.amount
+        self._none.clear()
+
+    def close(self, hold: Hold) -> None:
+        if self.by_id.pop(hold.request_id, None) is not None:
+            self._sums[hold.agent_id] -= hold.amount
+        if not self.by_id:
+            self._none.set()
+
+    def held(self, agent_id: str) -> Decimal:
+        return self._sums.get(agent_id, ZERO)
+
+    def recount(self) -> None:
+        """Sum again what `by_id` holds (after a replay filled it)."""
+        self._sums = {}
+        for hold in self.by_id.values():
+            self._sums[hold.agent_id] = self._sums.get(hold.agent_id, ZERO) + hold.amount
+        if self.by_id:
+            self._none.clear()
+
+    async def all_closed(self) -> None:
+        await self._none.wait()

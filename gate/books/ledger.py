@@ -28,7 +28,7 @@ from gate.books.accounts import (
     roll_period,
     tier_of,
 )
-from gate.books.holds import Hold, HoldDefaults, HoldRequest, decide
+from gate.books.holds import Hold, HoldDefaults, HoldRequest, OpenHolds, decide
 from gate.books.lines import (
     RequestLine,
     budget_line,
@@ -99,13 +99,8 @@ class Ledger:
         # (a stream still running settles here; snapshots carry them; a reload that adds
         # the agent back resumes them). See `apply_policies`.
         self._dormant: dict[str, Account] = {}
-        self._holds: dict[str, Hold] = {}
-        # agent -> the sum of its open holds, kept as they open and close (Decimal: exact,
-        # so it cannot drift) instead of summing every open hold on each change
-        self._open: dict[str, Decimal] = {}
+        self._holds = OpenHolds()
         self._task_book = TaskBook()  # task budgets (`gate.books.tasks`)
-        self._no_holds = asyncio.Event()
-        self._no_holds.set()
         self._since_snapshot = 0
         # Set where every upstream call waits for `mark_sent` (gate.upstream.sendmark): hold lines
         # then promise a send mark before their request can reach upstream.
@@ -141,7 +136,7 @@ class Ledger:
             self._log.append(self.snapshot_record())
 
     def snapshot_record(self) -> dict[str, Any]:
-        books = Books(self._accounts, self._dormant, self._holds, self._task_book.by_id)
+        books = Books(self._accounts, self._dormant, self._holds.by_id, self._task_book.by_id)
         return snapshot_record(self._clock(), books)
 
     # -- reading ----------------------------------------------------------------------
@@ -179,21 +174,14 @@ class Ledger:
         return self._accounts.get(agent_id) or self._dormant.get(agent_id)
 
     def open_holds(self) -> list[Hold]:
-        return [h for h in self._holds.values() if not h.settled]
+        return [h for h in self._holds.by_id.values() if not h.settled]
 
     def hold_ids(self) -> list[str]:
-        return list(self._holds)
+        return list(self._holds.by_id)
 
     def adopt(self, hold: Hold) -> None:
         """Take an open hold over (a dead instance's, claimed from a shared store)."""
-        self._open_hold(hold)
-
-    def _open_hold(self, hold: Hold) -> None:
-        if hold.request_id in self._holds:
-            return
-        self._holds[hold.request_id] = hold
-        self._open[hold.agent_id] = self._open.get(hold.agent_id, ZERO) + hold.amount
-        self._no_holds.clear()
+        self._holds.open(hold)
 
     async def claim_expired(self) -> list[Hold]:
         """None: no other instance places holds in these books."""
@@ -201,7 +189,7 @@ class Ledger:
 
     async def all_settled(self) -> None:
         """Wait until no hold is open (every request in flight has written its line)."""
-        await self._no_holds.wait()
+        await self._holds.all_closed()
 
     # The JSONL store is always current, never fails apart from its log, and has nothing
     # to close; a shared store (gate.books.redis_store) has its own three.
@@ -215,12 +203,6 @@ class Ledger:
 
     async def aclose(self) -> None:
         """Hand everything still owed to the store over, then let go of it."""
-
-    def _forget(self, hold: Hold) -> None:
-        if self._holds.pop(hold.request_id, None) is not None:
-            self._open[hold.agent_id] -= hold.amount
-        if not self._holds:
-            self._no_holds.set()
 
     def view(self, agent_id: str) -> dict[str, Any] | None:
         """The account as the admin API shows it."""
@@ -269,7 +251,7 @@ class Ledger:
 
     def record_hold(self, hold: Hold, tier: str, now: datetime) -> asyncio.Future[None]:
         """Open the hold and append its line (durable). Runs under the agent's lock."""
-        self._open_hold(hold)
+        self._holds.open(hold)
         if self.marks_sends:
             hold.sent = False  # until `mark_sent`
         written = self.append(hold_line(hold, tier, now), durable=True)
@@ -313,7 +295,7 @@ class Ledger:
         if hold.settled:
             return None
         hold.settled = True
-        self._forget(hold)
+        self._holds.close(hold)
         now = self._clock()
         acct = self.book(hold.agent_id)  # a dormant agent's stream is charged to it
         remaining: Decimal | None = None
@@ -364,7 +346,7 @@ class Ledger:
         if self._follower is not None:
             self._follower.settled(hold, ZERO, None)
         hold.settled = True
-        self._forget(hold)
+        self._holds.close(hold)
         acct = self.book(hold.agent_id)
         if acct is not None:
             self.sync_held(acct)
@@ -378,10 +360,10 @@ class Ledger:
             acct.held = self._follower.held(agent_id)
             return
         if not self._task_book.by_id:
-            acct.held = self._open.get(agent_id, ZERO)
+            acct.held = self._holds.held(agent_id)
             return
         now = self._clock()
-        acct.held, expired = self._task_book.held(self._holds.values(), agent_id, now)
+        acct.held, expired = self._task_book.held(self._holds.by_id.values(), agent_id, now)
         for task in expired:  # its reservation is no longer held
             self.append(task_end_line(task, now))
 
@@ -499,13 +481,9 @@ class Ledger:
     def replay(self, records: Iterable[Mapping[str, Any]]) -> int:
         """Rebuild every account from the log; returns the number of records applied.
         Holds without a request line stay open (see `open_holds`) for reconciliation."""
-        books = Books(self._accounts, self._dormant, self._holds, self._task_book.by_id)
+        books = Books(self._accounts, self._dormant, self._holds.by_id, self._task_book.by_id)
         count = replay_records(records, books, self._clock)
-        self._open = {}
-        for hold in self._holds.values():
-            self._open[hold.agent_id] = self._open.get(hold.agent_id, ZERO) + hold.amount
-        if self._holds:
-            self._no_holds.clear()
+        self._holds.recount()
         self._task_book.reindex()
         for acct in [*self._accounts.values(), *self._dormant.values()]:
             self.sync_held(acct)  # open tasks' reservations count as held
