@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from gate.context import GATE
+from gate.core.cost import IMAGE_PROMPT_TOKENS
 from mock_upstream import Fault
 
 from .support import (
@@ -277,6 +278,40 @@ async def test_an_embedding_holds_its_input_alone(gate, mock, tmp_path: Path) ->
     [hold] = [x for x in spend_lines(tmp_path / "spend.jsonl") if x["event"] == "hold"]
     chat_sized = Decimal("0.00001") * 4096  # what a 4096-token default answer would hold
     assert 0 < hold["held"] < chat_sized / 100
+
+
+IMAGE_PARTS = {
+    "chat": {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}},
+    "responses": {"type": "input_image", "image_url": "https://example.com/a.png"},
+    "messages": {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}},
+}
+
+
+@pytest.mark.parametrize("api", sorted(IMAGE_PARTS))
+async def test_an_image_in_the_apis_own_shape_is_held_for(
+    gate, mock, tmp_path: Path, api: str
+) -> None:
+    """The hold of a request with one image exceeds the same request's without it by the
+    tokens one image may be billed as: an image left uncounted could cost more than was
+    held at a hard cap."""
+    path = {"chat": "/v1/chat/completions", "responses": "/v1/responses"}.get(api, "/v1/messages")
+    key = "input" if api == "responses" else "messages"
+    texts = {"chat": "text", "responses": "input_text", "messages": "text"}
+
+    def body(*parts: dict[str, Any]) -> dict[str, Any]:
+        content = [{"type": texts[api], "text": "what is this?"}, *parts]
+        made = {"responses": responses_body, "messages": messages_body}.get(api)
+        base = made() if made else {"model": PREMIUM[1], "max_tokens": 64}
+        return {**base, key: [{"role": "user", "content": content}]}
+
+    for sent in (body(), body(IMAGE_PARTS[api])):
+        assert (await gate.post(path, json=sent, headers=AGENT_1)).status == 200
+    lines = spend_lines(tmp_path / "spend.jsonl")
+    plain, with_image = [x["held"] for x in lines if x["event"] == "hold"]
+    prices = gate.app[GATE].prices.prices
+    cheapest_prompt = min(prices[m].prompt for m in PREMIUM)
+    assert cheapest_prompt > 0
+    assert with_image - plain >= cheapest_prompt * IMAGE_PROMPT_TOKENS
 
 
 # --- hang-ups, cuts and error events mid-stream -----------------------------------------

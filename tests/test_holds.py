@@ -403,3 +403,48 @@ def test_config_reads_the_hold_bounds_and_keeps_them_within_what_stays_exact(
     for bad in ({"max_hold_usd": 2_000_000}, {"max_hold_usd": 0}, {"max_tokens_ceiling": 10**9}):
         with pytest.raises(ConfigError):
             make_config(tmp_path, "http://127.0.0.1:9/api/v1", holds=bad)
+
+
+PNG = {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}
+
+
+@pytest.mark.parametrize(
+    ("body", "images"),
+    [
+        # chat completions: image_url parts
+        ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": "u"}]}]}, 1),
+        # Anthropic Messages: image blocks, also inside a tool_result
+        ({"messages": [{"role": "user", "content": [{"type": "image", "source": PNG}] * 2}]}, 2),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "tool_result", "tool_use_id": "t", "content": [
+                                {"type": "text", "text": "the screenshot"},
+                                {"type": "image", "source": PNG},
+                            ]},
+                        ],
+                    }
+                ]
+            },
+            1,
+        ),
+        # the Responses API: input_image parts in an item's content, or as an item
+        (
+            {"input": [{"role": "user", "content": [
+                {"type": "input_text", "text": "what is it?"},
+                {"type": "input_image", "image_url": "data:image/png;base64,AAAA"},
+            ]}]},
+            1,
+        ),
+        ({"input": [{"type": "input_image", "image_url": "https://x/y.png"}]}, 1),
+        ({"input": "just text"}, 0),
+        ({"messages": [{"role": "user", "content": "text"}], "input": None}, 0),
+    ],
+)  # fmt: skip
+def test_images_are_counted_in_every_apis_shape(body: dict, images: int) -> None:
+    """An image the hold did not count could cost more than was held at a hard cap."""
+    d = read_demand({"model": "openai/gpt-5", **body}, 100, CEILING)
+    assert d.body.images == images

@@ -51,7 +51,7 @@ def read_demand(
     budget = None
     if isinstance(reasoning, Mapping):
         budget = _count(reasoning, "max_tokens", max_tokens_ceiling, "reasoning.max_tokens")
-    images, _ = _images(body.get("messages"))
+    images = _images(body)
     web_results, native, unpriced = _plugins(body)
     model = body.get("model")
     if isinstance(model, str) and model.endswith(ONLINE_SUFFIX) and not web_results:
@@ -77,19 +77,37 @@ def _count(
     return value
 
 
-def _images(messages: object) -> tuple[int, int]:
-    """Image parts, and the bytes of their URLs (base64 data is no prompt text)."""
-    count = size = 0
-    for message in messages if isinstance(messages, list) else ():
-        content = message.get("content") if isinstance(message, Mapping) else None
-        for part in content if isinstance(content, list) else ():
-            if not isinstance(part, Mapping) or part.get("type") != "image_url":
+IMAGE_PARTS = frozenset({"image_url", "input_image", "image"})  # chat, Responses, Messages
+
+
+def _images(body: Mapping[str, Any]) -> int:
+    """Image parts in any API's shape: chat's `image_url` parts in `messages`, the
+    Responses API's `input_image` in `input` (as items or inside their `content`),
+    Anthropic's `image` blocks in `messages`, also inside a `tool_result`. Each is
+    priced apart (per image, and the tokens one image may be billed as)."""
+    count = 0
+    for key in ("messages", "input"):
+        items = body.get(key)
+        for item in items if isinstance(items, list) else ():
+            if not isinstance(item, Mapping):
                 continue
+            if item.get("type") in IMAGE_PARTS:
+                count += 1
+            count += _images_in(item.get("content"), nested=True)
+    return count
+
+
+def _images_in(content: object, *, nested: bool) -> int:
+    count = 0
+    for part in content if isinstance(content, list) else ():
+        if not isinstance(part, Mapping):
+            continue
+        kind = part.get("type")
+        if kind in IMAGE_PARTS:
             count += 1
-            image = part.get("image_url")
-            url = image.get("url") if isinstance(image, Mapping) else image
-            size += len(url) if isinstance(url, str) else 0
-    return count, size
+        elif kind == "tool_result" and nested:  # a tool's answer may carry images
+            count += _images_in(part.get("content"), nested=False)
+    return count
 
 
 def _plugins(body: Mapping[str, Any]) -> tuple[int, int, int]:
