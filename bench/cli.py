@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from gate.ops import runtime
+
 from .procs import ROOT, StartError
 from .report import Row, build_rows, redis_rows, render
 from .runner import SECTIONS, Bench, wrk_available
@@ -43,7 +45,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--loop", choices=("asyncio", "uvloop"), help="event loop for gate and floor (GATE_LOOP)"
     )
     parser.add_argument(
-        "--gc", choices=("default", "freeze"), help="the gate's gc policy (GATE_GC)"
+        "--gc", choices=("freeze", "python"), help="the gate's gc policy (GATE_GC)"
     )
     return parser.parse_args(argv)
 
@@ -151,7 +153,8 @@ def heading(bench: Bench) -> str:
     mode = "SMOKE (numbers meaningless)" if s.smoke else f"{s.repeats} repeat(s)"
     return (
         f"Execwall OR Gate bench — {mode}; median (min–max); {os.cpu_count()} CPUs,"
-        f" Python {platform.python_version()}, load: {bench.meta.get('load_generator')},"
+        f" Python {platform.python_version()}, loop: {runtime.loop_of(os.environ)},"
+        f" gc: {runtime.gc_mode_of(os.environ)}, load: {bench.meta.get('load_generator')},"
         f" {bench.meta.get('wall_seconds')} s\n"
     )
 

@@ -3,7 +3,8 @@ against. `python -m bench.floor --upstream URL [--host H] [--port P]`.
 
 It takes the POST, forwards it on one pooled ClientSession and relays the bytes as they
 come (`readany()`), status and content type copied — nothing else. Same Python, same
-aiohttp and the same event loop as the gate (asyncio's default, or uvloop under GATE_LOOP=uvloop).
+aiohttp and the same event loop as the gate (`gate.ops.runtime`: uvloop where installed,
+else asyncio's own; GATE_LOOP chooses).
 """
 
 from __future__ import annotations

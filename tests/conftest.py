@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -12,11 +13,23 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from gate.app import create_app
 from gate.config import GateConfig
+from gate.ops import runtime
 from mock_upstream import MOCK_STATE, MockState
 from mock_upstream import create_app as create_mock_app
 
 from .redis_server import RedisServer, free_port, redis_binary
 from .support import make_config
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> Any:
+    """The in-process tests on the loop the gate runs on (`gate.ops.runtime`: uvloop
+    where installed; `GATE_LOOP=asyncio make test` for asyncio's own); the gate's
+    subprocesses read the same variable."""
+    if runtime.loop_of(os.environ) != "uvloop":
+        return None
+    import uvloop
+
+    return {"uvloop": uvloop.new_event_loop}
 
 
 class Mock:
