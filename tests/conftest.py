@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -26,7 +27,7 @@ def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> A
     where installed; `GATE_LOOP=asyncio make test` for asyncio's own); the gate's
     subprocesses read the same variable."""
     if runtime.loop_of(os.environ) != "uvloop":
-        return None
+        return {"asyncio": asyncio.new_event_loop}
     import uvloop
 
     return {"uvloop": uvloop.new_event_loop}
