@@ -138,10 +138,6 @@ class RedisLedger:
         await self._client.aclose()
 
     @property
-    def client(self) -> Redis:
-        return self._client
-
-    @property
     def sharing(self) -> Sharing:
         """The Redis the instances share, for the rate limits and dead instances' holds."""
         store = self.store
@@ -250,7 +246,7 @@ class RedisLedger:
         acct.budget_total = lua.from_units(reply[2])
         acct.spent = lua.from_units(reply[3]) + pending[0]
         self._store_held[agent_id] = lua.from_units(reply[4])
-        acct.held = self._store_held[agent_id] + pending[1]
+        acct.held = self.held(agent_id)
         acct.period_start = (
             datetime.fromtimestamp(int(reply[5]), UTC) if reply[5] not in ("", None) else None
         )
