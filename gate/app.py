@@ -106,7 +106,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
             tasks = [
                 asyncio.create_task(gate.prices.keep_fresh(gate.price_source), name="prices"),
                 asyncio.create_task(reconcile_open_holds(gate), name="reconcile"),
-                asyncio.create_task(flush_every(ledger.flush_refusals), name="refusals"),
+                asyncio.create_task(flush_every(ledger.refusals.flush), name="refusals"),
                 *start_ops(app, gate, app[CLOCK]),  # alerts, console sync, upstream key + balance
             ]
             if ledger.sharing is not None:  # dead instances' holds, settled here
@@ -124,7 +124,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
                 for task in tasks:
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
-                ledger.flush_refusals()  # the refusals counted since the last line
+                ledger.refusals.flush()  # the refusals counted since the last line
                 if ledger.lines_since_snapshot:
                     ledger.write_snapshot()  # a graceful stop: the next start replays nothing
                 gate.bodies.close()

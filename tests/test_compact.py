@@ -14,8 +14,9 @@ import aiohttp
 import pytest
 
 from gate.books.compact import CompactError, compact
+from gate.books.loglock import SpendLogBusy
 from gate.books.logscan import read_records
-from gate.books.spendlog import SpendLog, SpendLogBusy
+from gate.books.spendlog import SpendLog
 
 from .procs import ROOT, start_gate, start_mock
 from .support import agent, books, chat, raw_config, request_lines, write_config

@@ -64,7 +64,7 @@ async def test_every_line_a_gate_writes_matches_its_record(
     closed = await client.post(f"/api/tasks/{task['task_id']}/close", headers=ADMIN)
     assert closed.status == 200
     ledger = client.app[GATE].ledger
-    ledger.flush_refusals()
+    ledger.refusals.flush()
     ledger.write_snapshot()
     await ledger.spend_log.flush()
 

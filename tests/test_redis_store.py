@@ -171,7 +171,7 @@ async def test_a_dead_instances_hold_is_claimed_and_settled_once(
     state = await shared(redis_server)
     assert (usd(state["held"]), usd(state["spent"])) == (0, hold.amount)
     # The dead instance's own settlement, should it come after all, counts nothing.
-    dead._tasks = [asyncio.create_task(dead._worker())]
+    dead._tasks = [asyncio.create_task(dead.shared.writer.run())]
     dead.settle(hold, hold.amount, {"status": 200})
     await dead.all_settled()
     assert usd((await shared(redis_server))["spent"]) == hold.amount

@@ -16,7 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from gate.books.spendlog import last_snapshot_offset, lock_log
+from gate.books.loglock import lock_log
+from gate.books.spendlog import last_snapshot_offset
 
 COPY_CHUNK = 1 << 20
 

@@ -16,7 +16,7 @@ import asyncio
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any
 
 from gate.books.accounts import (
     Account,
@@ -34,47 +34,26 @@ from gate.books.lines import (
     budget_line,
     generation_line,
     hold_line,
-    refused,
     request_line,
     reset_line,
     sent_line,
     settled,
     task_end_line,
-    task_line,
 )
 from gate.books.observers import LineObserver, Observer, notify, tell_line
-from gate.books.refusals import RefusalTally
+from gate.books.refusals import Refusals
 from gate.books.replay import replay_records
 from gate.books.snapshots import snapshot_record
 from gate.books.spendlog import SpendLog, SpendLogError
-from gate.books.store import Sharing, TaskRefused
-from gate.books.tasks import (
-    Task,
-    TaskBook,
-    key_hash,
-    mint_key,
-    new_task_id,
-)
+from gate.books.store import Follower, Sharing
+from gate.books.task_desk import TaskDesk
+from gate.books.tasks import TaskBook
 from gate.config import AgentPolicy, Tier
 from gate.core.clock import Clock, iso
 from gate.core.cost import ZERO, ModelPrice
 from gate.core.router import Admission, Refusal
 
-__all__ = ["SNAPSHOT_EVERY", "Follower", "Ledger", "TaskRefused"]
-
-
-class Follower(Protocol):
-    """A shared store under which these books are one instance's mirror: it says what
-    an agent has held (every instance's holds) and is told of each hold let go."""
-
-    def held(self, agent_id: str) -> Decimal:
-        """The agent's held amount, as the shared store counts it."""
-        ...
-
-    def settled(self, hold: Hold, cost: Decimal, at: str | None) -> None:
-        """A hold settled at `cost` (its request line stamped `at`), or released (cost
-        0, `at` None): to be sent on to the shared store."""
-        ...
+__all__ = ["SNAPSHOT_EVERY", "Ledger"]
 
 
 SNAPSHOT_EVERY = 10_000  # lines between snapshots: start-up replays at most about this many
@@ -100,14 +79,15 @@ class Ledger:
         # the agent back resumes them). See `apply_policies`.
         self._dormant: dict[str, Account] = {}
         self._holds = OpenHolds()
-        self._task_book = TaskBook()  # task budgets (`gate.books.tasks`)
+        self._task_book = TaskBook()  # task budgets (`gate.books.tasks`), state of these books
+        self.tasks = TaskDesk(self, self._task_book)
         self._since_snapshot = 0
         # Set where every upstream call waits for `mark_sent` (gate.upstream.sendmark): hold lines
         # then promise a send mark before their request can reach upstream.
         self.marks_sends = False
         self.observers: list[Observer] = []
         self.line_observers: list[LineObserver] = []
-        self.refusals = RefusalTally()  # refusals of no authenticated agent, counted
+        self.refusals = Refusals(self.append, clock, self._remaining, self.line_observers)
 
     def notify(self, agent_id: str, change: str) -> None:
         """Tell the observers an agent's account changed (`change` says how)."""
@@ -316,26 +296,9 @@ class Ledger:
             self._follower.settled(hold, cost, line["ts"])
         return remaining
 
-    def record_refusal(self, line: RequestLine) -> None:
-        """A request that never went upstream: a line with cost 0, no state change."""
-        agent_id = line.get("agent_id")
-        acct = self._accounts.get(agent_id) if isinstance(agent_id, str) else None
-        refused(line, iso(self._clock()), acct.remaining if acct is not None else None)
-        self.append(line)
-        tell_line(self.line_observers, line, True)
-
-    def count_refusal(self, line: RequestLine, reason: str) -> None:
-        """A request refused before a known agent was authenticated: counted into the
-        next `refusals` line (`gate.books.refusals`), not written on its own."""
-        refused(line, iso(self._clock()), None)
-        self.refusals.add(line["ts"], line["status"] or 0, reason, line["agent_id"])
-        tell_line(self.line_observers, line, True)
-
-    def flush_refusals(self) -> None:
-        """Write the refusals counted since the last such line, if any."""
-        record = self.refusals.take(iso(self._clock()))
-        if record is not None:
-            self.append(record)
+    def _remaining(self, agent_id: str) -> Decimal | None:
+        acct = self._accounts.get(agent_id)
+        return None if acct is None else acct.remaining
 
     def projected_remaining(self, hold: Hold, cost: Decimal) -> Decimal | None:
         acct = self.book(hold.agent_id)
@@ -366,62 +329,6 @@ class Ledger:
         acct.held, expired = self._task_book.held(self._holds.by_id.values(), agent_id, now)
         for task in expired:  # its reservation is no longer held
             self.append(task_end_line(task, now))
-
-    # -- task budgets (`gate.books.tasks`) --------------------------------------------
-
-    def task_for_key(self, key: str) -> Task | None:
-        """The open task whose key this is (compared by SHA-256), else None."""
-        return self._task_book.for_key(key, self._clock())
-
-    def tasks(self) -> list[Task]:
-        """Every task, its `held` and `ended` brought up to now."""
-        for agent_id in {t.agent_id for t in self._task_book.by_id.values()}:
-            acct = self.book(agent_id)
-            if acct is not None:
-                self.sync_held(acct)
-        return list(self._task_book.by_id.values())
-
-    async def open_task(
-        self, agent_id: str, cap: Decimal, expires_at: datetime, name: str | None
-    ) -> tuple[Task, str]:
-        """Mint a task key with its own cap, reserved out of the agent's budget; the
-        task line is on disk on return. Raises TaskRefused when the budget cannot
-        cover the cap (with a hard cap)."""
-        acct = self._accounts[agent_id]
-        async with acct.lock:
-            now = self._clock()
-            self.roll(acct, now)
-            self.sync_held(acct)
-            left = acct.budget_total - acct.committed
-            if acct.policy.hard_cap and cap > left:
-                raise TaskRefused(f"agent '{agent_id}' has {max(left, ZERO)} USD left to reserve")
-            key = mint_key()
-            task = Task(new_task_id(), agent_id, cap, expires_at, key_hash(key), name)
-            self._task_book.add(task)
-            written = self.append(task_line(task, now), durable=True)
-            self.sync_held(acct)
-        assert written is not None
-        try:
-            await written
-        except SpendLogError:
-            self._task_book.drop(task)
-            self.sync_held(acct)
-            raise
-        self.notify(agent_id, "task")
-        return task, key
-
-    def close_task(self, task_id: str) -> Task | None:
-        """End a task now: its key stops working and its unspent cap is released."""
-        task = self._task_book.by_id.get(task_id)
-        if task is None:
-            return None
-        if task.ended is None:
-            task.ended = "closed"
-            self.append(task_end_line(task, self._clock()))
-        acct = self.book(task.agent_id)
-        if acct is not None:
-            self.sync_held(acct)
-        return task
 
     # -- admin ------------------------------------------------------------------------
 

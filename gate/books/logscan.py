@@ -123,8 +123,6 @@ def set_aside_torn_tail(path: Path) -> int:
     return len(tail)
 
 
-
-
 def read_records(path: Path, offset: int = 0) -> Iterator[dict[str, Any]]:
     """Every whole JSON object in the log from `offset` on, in order; torn or foreign
     lines are skipped with a warning. Numbers with a fraction come back as Decimal.
@@ -168,3 +166,16 @@ def _decode(line: bytes, number: int) -> dict[str, Any] | None:
         log.warning("spend log: skipping line %d, not an object", number)
         return None
     return record
+
+
+def ends_mid_line(path: Path) -> bool:
+    """True when the file's last byte is not a newline (a torn last line)."""
+    try:
+        with path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell() == 0:
+                return False
+            f.seek(-1, os.SEEK_END)
+            return f.read(1) != b"\n"
+    except OSError:
+        return False

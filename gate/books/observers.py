@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 # cheap; an observer reads what it needs itself. See `Ledger.observers`.
 Observer = Callable[[str, str], None]
 # Told each request line as it is written, and whether the request was refused before
-# going upstream (`record_refusal`) rather than settled. Synchronous and cheap, too.
+# going upstream (`Refusals.record`) rather than settled. Synchronous and cheap, too.
 LineObserver = Callable[[Mapping[str, Any], bool], None]
 
 

@@ -38,9 +38,7 @@ def from_units(units: object) -> Decimal:
     return value.quantize(Decimal(1)) if value.as_tuple().exponent > 0 else value  # type: ignore[operator]
 
 
-def hold_entry(
-    agent_id: str, units: int, instance: str, expires: float, api: str = "chat"
-) -> str:
+def hold_entry(agent_id: str, units: int, instance: str, expires: float, api: str = "chat") -> str:
     """A new hold as the holds hash keeps it (JSON; `NAME` and `CLAIM` change it)."""
     return json.dumps(
         {

@@ -9,8 +9,13 @@ writes its own line.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from decimal import Decimal
 from typing import Any
+
+from gate.books.lines import RequestLine, refused
+from gate.books.observers import LineObserver, tell_line
+from gate.core.clock import Clock, iso
 
 INTERVAL_SECONDS = 60.0  # one refusals line at most this often
 MAX_AGENT_IDS = 32  # distinct claimed agent ids named per line; the rest are only counted
@@ -71,6 +76,54 @@ class RefusalTally:
         }
         self._clear()
         return record
+
+
+class Refusals:
+    """A store's refused requests: a known agent's each write a line (cost 0, no state
+    change), the rest are counted into the next `refusals` line."""
+
+    def __init__(
+        self,
+        append: Callable[[Mapping[str, Any]], object],
+        clock: Clock,
+        remaining: Callable[[str], Decimal | None],
+        line_observers: list[LineObserver],
+    ) -> None:
+        self._append = append
+        self._clock = clock
+        self._remaining = remaining  # an agent's remaining budget, None if unknown
+        self._line_observers = line_observers
+        self._tally = RefusalTally()
+
+    @property
+    def count(self) -> int:
+        """Refusals counted since the last `refusals` line."""
+        return self._tally.count
+
+    def take(self, ts: str) -> dict[str, Any] | None:
+        """The `refusals` line for the counts so far, and a fresh start."""
+        return self._tally.take(ts)
+
+    def record(self, line: RequestLine) -> None:
+        """A request that never went upstream: its line, with cost 0."""
+        agent_id = line.get("agent_id")
+        remaining = self._remaining(agent_id) if isinstance(agent_id, str) else None
+        refused(line, iso(self._clock()), remaining)
+        self._append(line)
+        tell_line(self._line_observers, line, True)
+
+    def count_one(self, line: RequestLine, reason: str) -> None:
+        """A request refused before a known agent was authenticated: counted into the
+        next `refusals` line, not written on its own."""
+        refused(line, iso(self._clock()), None)
+        self._tally.add(line["ts"], line["status"] or 0, reason, line["agent_id"])
+        tell_line(self._line_observers, line, True)
+
+    def flush(self) -> None:
+        """Write the refusals counted since the last such line, if any."""
+        record = self._tally.take(iso(self._clock()))
+        if record is not None:
+            self._append(record)
 
 
 async def flush_every(flush: Callable[[], None]) -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
 import os
 import sys
@@ -33,9 +32,10 @@ from typing import Any
 import aiofiles
 from aiofiles.threadpool.binary import AsyncFileIO
 
+from gate.books.loglock import lock_log
 from gate.books.logscan import SNAPSHOT_MARK as SNAPSHOT_MARK  # where start-up replays from
+from gate.books.logscan import ends_mid_line, set_aside_torn_tail
 from gate.books.logscan import last_snapshot_offset as last_snapshot_offset
-from gate.books.logscan import set_aside_torn_tail
 from gate.core.jsonfmt import dumps
 
 log = logging.getLogger(__name__)
@@ -46,32 +46,6 @@ RETRY_MAX_SECONDS = 1.0
 
 class SpendLogError(Exception):
     """A durable line could not be written."""
-
-
-class SpendLogBusy(Exception):
-    """Another process holds the spend log's lock: two writers would fork the books."""
-
-
-def lock_log(path: Path) -> int | None:
-    """Take the log's lock (a `<log>.lock` file beside it, so it survives the log being
-    moved); returns its descriptor, to be closed to release it. Raises SpendLogBusy when
-    another gate (or `python -m gate compact`) holds it; None when no lock file can be
-    made (a read-only folder: writing the log will fail and say so anyway)."""
-    lock_path = path.with_name(path.name + ".lock")
-    try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError as exc:
-        log.warning("spend log: no lock file %s: %s", lock_path.name, exc.strerror or exc)
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise SpendLogBusy(
-            f"another process is writing {path} (it holds {lock_path.name}); "
-            "two writers would fork the books"
-        ) from None
-    return fd
 
 
 def encode_line(record: Mapping[str, Any]) -> bytes:
@@ -322,7 +296,7 @@ class SpendLog:
                 log.exception("spend log observer failed")
 
     async def _open(self) -> None:
-        self._fresh_line_needed = _ends_mid_line(self.path)
+        self._fresh_line_needed = ends_mid_line(self.path)
         self._file = await aiofiles.open(self.path, "ab", buffering=0)
 
     async def _reopen(self) -> None:
@@ -339,18 +313,3 @@ class SpendLog:
                 await file.close()
             except OSError as exc:
                 log.warning("spend log: closing failed: %s", exc.strerror or exc)
-
-
-def _ends_mid_line(path: Path) -> bool:
-    """True when the file's last byte is not a newline (a torn last line)."""
-    try:
-        with path.open("rb") as f:
-            f.seek(0, os.SEEK_END)
-            if f.tell() == 0:
-                return False
-            f.seek(-1, os.SEEK_END)
-            return f.read(1) != b"\n"
-    except OSError:
-        return False
-
-

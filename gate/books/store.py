@@ -20,6 +20,7 @@ from gate.books.accounts import Account
 from gate.books.holds import Hold, HoldDefaults, HoldRequest
 from gate.books.lines import RequestLine
 from gate.books.observers import LineObserver, Observer
+from gate.books.refusals import Refusals
 from gate.books.spendlog import SpendLog, SpendLogError
 from gate.books.tasks import Task
 from gate.config import AgentPolicy, Tier
@@ -58,6 +59,31 @@ class Sharing:
     sweep_seconds: float  # how often expired holds are looked for
 
 
+class Follower(Protocol):
+    """A shared store under which these books are one instance's mirror: it says what
+    an agent has held (every instance's holds) and is told of each hold let go."""
+
+    def held(self, agent_id: str) -> Decimal:
+        """The agent's held amount, as the shared store counts it."""
+        ...
+
+    def settled(self, hold: Hold, cost: Decimal, at: str | None) -> None:
+        """A hold settled at `cost` (its request line stamped `at`), or released (cost
+        0, `at` None): to be sent on to the shared store."""
+        ...
+
+
+class TaskStore(Protocol):
+    """A store's task budgets (`gate.books.task_desk`)."""
+
+    def for_key(self, key: str) -> Task | None: ...
+    def all(self) -> list[Task]: ...
+    async def open(
+        self, agent_id: str, cap: Decimal, expires_at: datetime, name: str | None
+    ) -> tuple[Task, str]: ...
+    def close(self, task_id: str) -> Task | None: ...
+
+
 class SpendStore(Protocol):
     """Budgets, holds and settlements. Every change is one line in this instance's
     spend log; `reserve` and the admin changes run under the agent's lock, which is
@@ -67,6 +93,11 @@ class SpendStore(Protocol):
     line_observers: list[LineObserver]  # told every request line written
 
     # -- reading ----------------------------------------------------------------------
+    @property
+    def tasks(self) -> TaskStore: ...
+    @property
+    def refusals(self) -> Refusals: ...
+
     @property
     def spend_log(self) -> SpendLog: ...
     @property
@@ -96,18 +127,7 @@ class SpendStore(Protocol):
     def name_generation(self, hold: Hold, generation_id: str) -> None: ...
     def mark_sent(self, hold: Hold) -> asyncio.Future[None] | None: ...
     def settle(self, hold: Hold, cost: Decimal, line: RequestLine) -> Decimal | None: ...
-    def record_refusal(self, line: RequestLine) -> None: ...
-    def count_refusal(self, line: RequestLine, reason: str) -> None: ...
-    def flush_refusals(self) -> None: ...
     async def claim_expired(self) -> list[Hold]: ...
-
-    # -- task budgets -----------------------------------------------------------------
-    def task_for_key(self, key: str) -> Task | None: ...
-    def tasks(self) -> list[Task]: ...
-    async def open_task(
-        self, agent_id: str, cap: Decimal, expires_at: datetime, name: str | None
-    ) -> tuple[Task, str]: ...
-    def close_task(self, task_id: str) -> Task | None: ...
 
     # -- admin and life cycle ---------------------------------------------------------
     async def set_budget(

@@ -14,8 +14,8 @@ from pathlib import Path
 from redis.exceptions import RedisError
 
 from gate.books import compact, redis_rebuild
+from gate.books.loglock import SpendLogBusy
 from gate.books.redis_connect import redacted
-from gate.books.spendlog import SpendLogBusy
 from gate.cli import report
 from gate.config import ConfigError, GateConfig, load_config
 from gate.core.scrub import scrub

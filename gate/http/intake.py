@@ -23,7 +23,7 @@ DEFAULT_AGENT = "default"
 
 
 class TaskKeys(Protocol):
-    def task_for_key(self, key: str) -> Task | None: ...
+    def for_key(self, key: str) -> Task | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,14 +89,14 @@ def agent_id_of(request: web.Request) -> str:
     return raw
 
 
-def task_of(request: web.Request, ledger: TaskKeys) -> Task | None:
+def task_of(request: web.Request, tasks: TaskKeys) -> Task | None:
     """The open task whose key the client presents (`gate.books.tasks`), or None when
     the key is no task key; 401 for a task key that is unknown or has ended, 403 when
     `X-Agent-ID` names another agent than the task's."""
     key = presented_key(request)
     if key is None or not key.startswith(TASK_KEY_PREFIX):
         return None
-    task = ledger.task_for_key(key)
+    task = tasks.for_key(key)
     if task is None:
         raise GateError(401, AUTHENTICATION, "unknown task key, or its task has ended")
     claimed = request.headers.get("X-Agent-ID")

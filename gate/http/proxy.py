@@ -58,7 +58,7 @@ async def _admit_and_relay(request: web.Request, api: InferenceApi) -> web.Strea
     ticket = None  # what the rate limits counted, undone if the request is refused later
     try:
         line["agent_id"] = agent_id_of(request)  # as claimed: a refusal names who tried
-        task = task_of(request, gate.ledger)  # a task's key: its agent, its cap
+        task = task_of(request, gate.ledger.tasks)  # a task's key: its agent, its cap
         if task is not None:
             line["agent_id"], line["task_id"] = task.agent_id, task.task_id
         by_task = task is not None
@@ -175,9 +175,9 @@ def _refused(
     line["status"] = status
     line["latency_ms"] = round(seconds * 1000, 3)
     if reason is None:
-        gate.ledger.record_refusal(line)
+        gate.ledger.refusals.record(line)
     else:
-        gate.ledger.count_refusal(line, reason)
+        gate.ledger.refusals.count_one(line, reason)
     gate.metrics.request(
         line["agent_id"], line["tier"], status, ZERO, seconds, line["stream"], api=line["api"]
     )

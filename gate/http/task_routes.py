@@ -64,7 +64,7 @@ async def open_task(request: web.Request) -> web.Response:
     cap, ttl = _cap(body), _ttl(body)
     expires_at = gate.ledger.now() + timedelta(seconds=ttl)
     try:
-        task, key = await gate.ledger.open_task(agent_id, cap, expires_at, name)
+        task, key = await gate.ledger.tasks.open(agent_id, cap, expires_at, name)
     except TaskRefused as exc:
         raise GateError(409, INVALID_REQUEST, f"task refused: {exc}") from None
     except SpendLogError as exc:
@@ -75,13 +75,13 @@ async def open_task(request: web.Request) -> web.Response:
 async def list_tasks(request: web.Request) -> web.Response:
     gate = request.config_dict[GATE]
     now = gate.ledger.now()
-    return _json({"tasks": [task.view(now) for task in gate.ledger.tasks()]})
+    return _json({"tasks": [task.view(now) for task in gate.ledger.tasks.all()]})
 
 
 def _task(request: web.Request) -> Any:
     gate = request.config_dict[GATE]
     task_id = request.match_info["task_id"]
-    for task in gate.ledger.tasks():
+    for task in gate.ledger.tasks.all():
         if task.task_id == task_id:
             return task
     raise GateError(404, NOT_FOUND, f"no task '{task_id}'")
@@ -93,7 +93,7 @@ async def one_task(request: web.Request) -> web.Response:
 
 async def close_task(request: web.Request) -> web.Response:
     gate = request.config_dict[GATE]
-    task = gate.ledger.close_task(_task(request).task_id)
+    task = gate.ledger.tasks.close(_task(request).task_id)
     assert task is not None
     return _json(task.view(gate.ledger.now()))
 
