@@ -16,6 +16,7 @@ import pytest
 
 from gate.context import GATE
 from gate.core.cost import IMAGE_PROMPT_TOKENS
+from gate.core.jsonfmt import dumpb
 from mock_upstream import Fault
 
 from .support import (
@@ -190,10 +191,7 @@ async def test_a_stream_passes_every_upstream_byte_but_the_note(gate, mock) -> N
     mock.state.faults.append(Fault(chunks=4))
     resp = await gate.post("/v1/responses", json=responses_body(stream=True), headers=AGENT_1)
     relayed = await resp.read()
-    note = (
-        b',"_execwall":'
-        + json.dumps(execwall_of("responses", relayed), separators=(",", ":")).encode()
-    )
+    note = b',"_execwall":' + dumpb(execwall_of("responses", relayed))  # the gate's encoder
     assert relayed.count(note) == 1
     unspliced = relayed.replace(note, b"")
     assert b'"type":"response.completed"' in unspliced

@@ -255,6 +255,9 @@ async def test_pass_through_sends_the_clients_authorization(
         (b"null", "JSON object"),
         (b'{"messages": "hi"}', "messages"),
         (b"[" * 100_000, "nested"),
+        # not JSON (RFC 8259), though Python's json reads them: never forwarded upstream
+        (b'{"model": "openai/gpt-5", "messages": [], "temperature": NaN}', "not valid JSON"),
+        (b'{"messages": [{"role": "user", "content": "\\ud800"}]}', "UTF-8"),
     ],
 )
 async def test_unsound_body_is_400(gate, mock, tmp_path: Path, raw: bytes, message: str) -> None:

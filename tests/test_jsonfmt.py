@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from gate.books.spendlog import encode_line
-from gate.core.jsonfmt import _default, dumps
+from gate.core.jsonfmt import _default, dumpb, dumps
 
 SAMPLES: list[Any] = [
     {"ts": "2026-12-03T12:27:25.123Z", "cost": Decimal("0.000123"), "n": 3, "ok": True},
@@ -26,10 +26,16 @@ def reference(value: Any, **kwargs: Any) -> str:
 
 
 @pytest.mark.parametrize("value", SAMPLES)
-def test_dumps_is_byte_identical_to_json_dumps(value: Any) -> None:
-    assert dumps(value) == reference(value)
-    assert dumps(value, sort_keys=True) == reference(value, sort_keys=True)
-    assert dumps(value) == dumps(value)  # the shared encoder keeps nothing between calls
+def test_dumps_writes_compact_json_that_reads_back_as_json_dumps_would(value: Any) -> None:
+    assert json.loads(dumps(value)) == json.loads(reference(value))
+    assert dumps(value, sort_keys=True) == reference(value, sort_keys=True, ensure_ascii=False)
+    assert dumpb(value) == dumps(value).encode()  # UTF-8, not \\u escapes
+
+
+def test_what_orjson_cannot_write_is_still_written() -> None:
+    huge = {"n": 2**70, "cost": Decimal("0.5")}  # an integer past 64 bits
+    assert dumps(huge) == '{"n":1180591620717411303424,"cost":0.5}'
+    assert dumpb(huge, newline=True).endswith(b"0.5}\n")
 
 
 def test_spend_line_is_the_compact_json_and_one_newline() -> None:

@@ -36,7 +36,7 @@ from gate.books.loglock import lock_log
 from gate.books.logscan import SNAPSHOT_MARK as SNAPSHOT_MARK  # where start-up replays from
 from gate.books.logscan import ends_mid_line, set_aside_torn_tail
 from gate.books.logscan import last_snapshot_offset as last_snapshot_offset
-from gate.core.jsonfmt import dumps
+from gate.core.jsonfmt import dumpb
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class SpendLogError(Exception):
 
 
 def encode_line(record: Mapping[str, Any]) -> bytes:
-    return dumps(record).encode() + b"\n"
+    return dumpb(record, newline=True)
 
 
 @dataclass(slots=True)

@@ -1,6 +1,13 @@
-"""JSON out of the gate: compact, with money (Decimal) as JSON numbers, and never a
-non-finite number (`Infinity`/`NaN` are not JSON: strict readers and the dashboard's
-`JSON.parse` fail on them). Holds are bounded where they are made; this is the last line."""
+"""JSON in and out of the gate: compact, with money (Decimal) as JSON numbers, and never
+a non-finite number (`Infinity`/`NaN` are not JSON: strict readers and the dashboard's
+`JSON.parse` fail on them). Holds are bounded where they are made; this is the last line.
+
+orjson does the work on the request path (a spend-log line in ~1.3 us against ~6.6 with
+`json`, a 500 KB body ~60× faster to write and ~4× faster to read, each without
+stalling the loop for the other agents). What it cannot write (an integer past 64 bits)
+falls back to `json`, with the same compact output; reading is strict JSON: `NaN`,
+`Infinity` and lone surrogates are refused, as RFC 8259 says.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +15,14 @@ import json
 import logging
 import math
 from decimal import Decimal
-from functools import partial
 from typing import Any
 
+import orjson
+
 log = logging.getLogger(__name__)
+
+JSONDecodeError = orjson.JSONDecodeError  # a ValueError
+_NEWLINE = orjson.OPT_APPEND_NEWLINE
 
 
 def finite_float(value: Decimal | float) -> float | None:
@@ -20,9 +31,17 @@ def finite_float(value: Decimal | float) -> float | None:
     return number if math.isfinite(number) else None
 
 
+def _non_finite() -> None:
+    log.error("a non-finite number was about to be written as JSON; wrote null instead")
+
+
 def _default(value: object) -> object:
     if isinstance(value, Decimal):
-        return float(value)  # a non-finite result is refused by allow_nan=False
+        number = float(value)
+        if math.isfinite(number):
+            return number
+        _non_finite()
+        return None
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
@@ -36,16 +55,44 @@ def _finite(value: Any) -> Any:
     return value
 
 
-_dumps = partial(json.dumps, separators=(",", ":"), default=_default, allow_nan=False)
-# Made once: `json.dumps` with any option builds a new encoder on every call (measured
-# ~0.7 us of a spend-log line's ~4.5 us). It keeps no state between calls.
-_ENCODER = json.JSONEncoder(separators=(",", ":"), default=_default, allow_nan=False)
-
-
-def dumps(value: Any, **kwargs: Any) -> str:
-    encode = partial(_dumps, **kwargs) if kwargs else _ENCODER.encode
+def _fallback(value: Any, sort_keys: bool) -> bytes:
+    """`json` for what orjson refuses (integers past 64 bits), non-finite numbers null."""
     try:
-        return encode(value)
-    except ValueError:  # a non-finite number: written as null, said once per value
-        log.error("a non-finite number was about to be written as JSON; wrote null instead")
-        return encode(_finite(value))
+        text = json.dumps(
+            value, separators=(",", ":"), default=_default, allow_nan=False, sort_keys=sort_keys
+        )
+    except ValueError:
+        _non_finite()
+        text = json.dumps(_finite(value), separators=(",", ":"), sort_keys=sort_keys)
+    return text.encode()
+
+
+def dumpb(value: Any, *, sort_keys: bool = False, newline: bool = False) -> bytes:
+    """`value` as compact UTF-8 JSON (a float that is not finite written as null)."""
+    option = (orjson.OPT_SORT_KEYS if sort_keys else 0) | (_NEWLINE if newline else 0)
+    try:
+        return orjson.dumps(value, default=_default, option=option)
+    except orjson.JSONEncodeError as exc:
+        if isinstance(exc.__cause__, TypeError) or "not JSON serializable" in str(exc):
+            raise TypeError(str(exc)) from None
+        return _fallback(value, sort_keys) + (b"\n" if newline else b"")
+
+
+def dumps(value: Any, *, sort_keys: bool = False) -> str:
+    """`dumpb` as text (for aiohttp's `json_response` and the admin API)."""
+    return dumpb(value, sort_keys=sort_keys).decode()
+
+
+def loads(raw: bytes | str) -> Any:
+    """Strict JSON: raises JSONDecodeError (a ValueError) for anything else."""
+    return orjson.loads(raw)
+
+
+def decode_problem(exc: ValueError) -> str:
+    """Why a body did not parse, in the words of the gate's 400s."""
+    text = str(exc)
+    if "UTF-8" in text or "surrogate" in text:
+        return "request body is not UTF-8"
+    if "depth limit" in text or "recursion" in text:
+        return "request body is nested too deeply"
+    return "request body is not valid JSON"

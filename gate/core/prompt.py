@@ -13,9 +13,10 @@ assumes, per model, from settled usage.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
+
+from gate.core.jsonfmt import dumpb
 
 BYTES_PER_UNIT = 4  # about one token of prose in current tokenizers
 MESSAGE_UNITS = 8  # a message's role and the chat template around it
@@ -110,5 +111,4 @@ def _text_bytes(value: object) -> int:
 
 
 def _json_bytes(value: object) -> int:
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+    return len(dumpb(value))

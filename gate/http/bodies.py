@@ -12,12 +12,12 @@ at a bounded cost.
 from __future__ import annotations
 
 import asyncio
-import json
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
+from gate.core.jsonfmt import decode_problem, loads
 from gate.http.errors import INVALID_REQUEST, OVERLOADED, GateError
 
 LARGE_BODY_BYTES = 256 * 1024  # smaller bodies are parsed on the loop at once
@@ -29,13 +29,10 @@ def count_values(raw: bytes) -> int:
     """In the worker: how many JSON values `raw` holds, or a negative reason it is not
     JSON at all."""
     try:
-        body = json.loads(raw)
-    except UnicodeDecodeError:
-        return _NOT_UTF8
-    except RecursionError:
-        return _TOO_DEEP
-    except ValueError:
-        return _NOT_JSON
+        body = loads(raw)
+    except ValueError as exc:
+        problem = decode_problem(exc)
+        return _NOT_UTF8 if "UTF-8" in problem else _TOO_DEEP if "deeply" in problem else _NOT_JSON
     count = 0
     stack: list[Any] = [body]
     while stack:

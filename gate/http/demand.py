@@ -64,9 +64,7 @@ def read_demand(
     )
 
 
-def _count(
-    where: Mapping[str, Any], key: str, ceiling: int, name: str | None = None
-) -> int | None:
+def _count(where: Mapping[str, Any], key: str, ceiling: int, name: str | None = None) -> int | None:
     value = where.get(key)
     if value is None:
         return None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from gate.books.tasks import KEY_PREFIX as TASK_KEY_PREFIX
 from gate.books.tasks import Task
 from gate.config import AgentPolicy, GateConfig
+from gate.core.jsonfmt import decode_problem, loads
 from gate.http.errors import AUTHENTICATION, INVALID_REQUEST, PERMISSION, GateError
 
 AGENT_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -163,13 +163,9 @@ async def read_json_object(
     if check is not None:
         await check(raw)  # a large body's cost, decided before the loop parses it
     try:
-        body = json.loads(raw)
-    except UnicodeDecodeError:
-        raise GateError(400, INVALID_REQUEST, "request body is not UTF-8") from None
-    except RecursionError:
-        raise GateError(400, INVALID_REQUEST, "request body is nested too deeply") from None
-    except ValueError:
-        raise GateError(400, INVALID_REQUEST, "request body is not valid JSON") from None
+        body = loads(raw)
+    except ValueError as exc:
+        raise GateError(400, INVALID_REQUEST, decode_problem(exc)) from None
     if not isinstance(body, dict):
         raise GateError(400, INVALID_REQUEST, "request body must be a JSON object")
     return body, size

@@ -22,7 +22,7 @@ from gate.books.lines import RequestLine
 from gate.books.spendlog import SpendLogError
 from gate.context import Gate
 from gate.core.cost import ZERO, price_of, to_decimal, usage_cost, usage_tokens
-from gate.core.jsonfmt import finite_float
+from gate.core.jsonfmt import dumpb, finite_float, loads
 from gate.core.router import Admission
 from gate.core.scrub import scrub, scrub_bytes
 from gate.http.apis import ApiRequest, upstream_body
@@ -237,7 +237,7 @@ async def relay_json(call: Call) -> web.StreamResponse:
             call.settle(call.hold.amount, "hold")
             return call.error(call.status, UPSTREAM_ERROR, "upstream answer was cut off")
         try:
-            answer = json.loads(raw)
+            answer = loads(raw)
         except ValueError:
             answer = None
         if not isinstance(answer, dict):
@@ -252,9 +252,9 @@ async def relay_json(call: Call) -> web.StreamResponse:
             raw = scrub_bytes(raw, call.gate.secrets())  # its message may echo a key
         call.usage = facts.usage
         cost, remaining = await call.settle_final()
-        extra = json.dumps({"_execwall": call.execwall(cost, remaining)}, separators=(",", ":"))
+        extra = dumpb({"_execwall": call.execwall(cost, remaining)})
         return web.Response(
-            body=_splice(raw, extra.encode()),
+            body=_splice(raw, extra),
             content_type="application/json",
             headers=call.headers(),
         )

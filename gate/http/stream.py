@@ -11,7 +11,6 @@ billed: the gate reads on to the usage chunk within `drain_timeout_seconds`, the
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from gate.core.jsonfmt import dumpb, loads
 from gate.core.scrub import scrub_bytes
 from gate.core.sse import Event, SSEParser, is_done
 from gate.http.apis.base import Watch, splice_event
@@ -129,7 +129,7 @@ class _Stream:
             return b""
         cost, _ = call.known_cost()
         note = call.execwall(cost, call.gate.ledger.projected_remaining(call.hold, cost))
-        extra = json.dumps({"_execwall": note}, separators=(",", ":")).encode()
+        extra = dumpb({"_execwall": note})
         return splice_event(raw, extra) or raw
 
 
@@ -137,7 +137,7 @@ def _parsed(data: bytes | None) -> dict[str, Any] | None:
     if data is None:
         return None
     try:
-        chunk = json.loads(data)
+        chunk = loads(data)
     except ValueError:
         return None
     return chunk if isinstance(chunk, dict) else None

@@ -123,9 +123,7 @@ class ConsoleSync:
             self.failures, self.last_error, self.last_sync = 0, None, self._now()
         return not errors
 
-    async def _call(
-        self, console: ConsoleConfig, method: str, path: str, body: Any = None
-    ) -> Any:
+    async def _call(self, console: ConsoleConfig, method: str, path: str, body: Any = None) -> Any:
         headers = {"Authorization": f"Bearer {console.api_key}"} if console.api_key else {}
         data = None
         if body is not None:

@@ -257,5 +257,3 @@ async def running_sinks(
             await spend_log.flush()
         for sink in sinks:
             await sink.close()
-
-

@@ -8,7 +8,6 @@ chat terms (`prompt_tokens`, `completion_tokens`, `cost`) whatever the API calls
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from typing import Any, ClassVar
 
 from aiohttp import web
 
+from gate.core.jsonfmt import dumpb
 from gate.core.loops import Fingerprint
 from gate.http.demand import Demand, read_demand
 from gate.http.errors import INVALID_REQUEST, GateError, error_object
@@ -181,11 +181,11 @@ class InferenceApi:
 
 
 def sse_data(payload: object) -> bytes:
-    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+    return b"data: " + dumpb(payload) + b"\n\n"
 
 
 def sse_event(name: str, payload: object) -> bytes:
-    data = json.dumps(payload, separators=(",", ":")).encode()
+    data = dumpb(payload)
     return b"event: " + name.encode() + b"\ndata: " + data + b"\n\n"
 
 
@@ -205,7 +205,7 @@ def upstream_body(request: ApiRequest, models: tuple[str, ...], max_tokens: int 
         for field_name in named:
             body[field_name] = max_tokens
     request.api.rewrite(body, request)
-    return json.dumps(body, separators=(",", ":")).encode()
+    return dumpb(body)
 
 
 def safe_provider(provider: dict[str, Any]) -> dict[str, Any]:

@@ -21,9 +21,7 @@ class EmbeddingsApi(InferenceApi):
     def read(self, body: dict[str, Any], size: int, max_tokens_ceiling: int) -> ApiRequest:
         value = body.get("input")
         if not (isinstance(value, str) and value) and not (isinstance(value, list) and value):
-            raise GateError(
-                400, INVALID_REQUEST, "'input' must be a string or a non-empty list"
-            )
+            raise GateError(400, INVALID_REQUEST, "'input' must be a string or a non-empty list")
         if body.get("stream") not in (None, False):
             raise GateError(400, INVALID_REQUEST, "embeddings are not streamed")
         return self._common(body, size, max_tokens_ceiling)
