@@ -9,6 +9,7 @@ from decimal import Decimal
 
 import pytest
 
+from gate.books.paces import Paces
 from gate.core.forecast import HALF_LIFE_SECONDS, Pace, project, start
 from gate.core.periods import period_end
 
@@ -166,3 +167,18 @@ async def test_api_spend_projects_the_settled_pace(start_gate, mock, tmp_path) -
     assert forecast["agent-1"]["forecast"]["before_reset"] is False
     assert forecast["agent-1"]["forecast"]["runs_out_at"] is None
     assert forecast["default"]["forecast"]["rate_usd_per_hour"] == 0  # never spent
+
+
+@pytest.mark.parametrize("spent", ["0", "0.000001", "0.4", "1", "2.5", "40"])
+@pytest.mark.parametrize("remaining", ["0.000001", "0.5", "1", "3", "1000000000"])
+@pytest.mark.parametrize("hours_to_reset", [0.01, 1, 24, 720])
+def test_the_alerters_quick_check_agrees_with_the_forecast(spent, remaining, hours_to_reset):
+    """`Paces.outlasts` (the alerter's check on every settle) says exactly when the
+    forecast would not run the budget out before the reset."""
+    now = datetime(2026, 11, 20, 12, tzinfo=UTC)
+    paces = Paces(clock=lambda: now)
+    if Decimal(spent):
+        paces.request_line({"agent_id": "a", "cost": Decimal(spent)}, refused=False)
+    reset = now + timedelta(hours=hours_to_reset)
+    forecast = paces.forecast_at("a", Decimal(remaining), reset)
+    assert paces.outlasts("a", Decimal(remaining), reset) is not forecast.before_reset

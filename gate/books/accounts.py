@@ -143,13 +143,17 @@ def carry_accounts(
     return accounts, carried
 
 
-def next_reset(acct: Account, now: datetime) -> str | None:
+def next_reset_at(acct: Account, now: datetime) -> datetime | None:
     """When the budget next resets (its period's end, UTC), None for `never`."""
     known = acct.period_known
     if known is not None and known[0] == acct.policy.period and known[1] <= now < known[2]:
-        end: datetime | None = known[2]  # the current period's, as `roll_period` found it
-    else:
-        end = period_end(acct.policy.period, now)
+        return known[2]  # the current period's, as `roll_period` found it
+    return period_end(acct.policy.period, now)
+
+
+def next_reset(acct: Account, now: datetime) -> str | None:
+    """`next_reset_at` as the spend log writes time."""
+    end = next_reset_at(acct, now)
     return iso(end) if end is not None else None
 
 

@@ -49,8 +49,24 @@ class Paces:
     def forecast(self, agent_id: str, remaining: Decimal | None, resets_at: str | None) -> Forecast:
         """When `remaining` (None: unlimited) runs out at the agent's pace; `resets_at` is
         the period's end as the ledger writes it (None: `never`)."""
+        reset = None if resets_at is None else datetime.fromisoformat(resets_at)
+        return self.forecast_at(agent_id, remaining, reset)
+
+    def outlasts(self, agent_id: str, remaining: Decimal, reset: datetime) -> bool:
+        """Whether `remaining` lasts past `reset` at the agent's pace: the alerter's
+        check on every settle, in floats, before any forecast is built (`project` says
+        the same: at this rate it runs out at or after the reset)."""
         now = self.clock()
         pace = self._paces.get(agent_id)
         rate = 0.0 if pace is None else pace.rate_usd_per_hour(now)
-        reset = None if resets_at is None else datetime.fromisoformat(resets_at)
+        left = float(remaining)
+        return left > 0 and rate * (reset - now).total_seconds() / 3600 <= left
+
+    def forecast_at(
+        self, agent_id: str, remaining: Decimal | None, reset: datetime | None
+    ) -> Forecast:
+        """`forecast` with the period's end as a datetime (the alerter's, per settle)."""
+        now = self.clock()
+        pace = self._paces.get(agent_id)
+        rate = 0.0 if pace is None else pace.rate_usd_per_hour(now)
         return project(rate, remaining, now, reset)

@@ -50,14 +50,17 @@ def worst_price(
     prices: Mapping[str, ModelPrice], models: Sequence[str], unknown: Decimal
 ) -> ModelPrice:
     """The highest price per token of any model that may answer: what a hold must assume."""
-    found = [price_of(prices, m, unknown) for m in models]
-    contexts = [p.context_length for p in found]
+    found = [prices.get(m) for m in models]
+    if len(found) == 1 and found[0] is not None:
+        return found[0]  # one known model: its own price (one pass per request, not five)
+    each = [p if p is not None else flat_price(unknown) for p in found]
+    contexts = [p.context_length for p in each]
     return ModelPrice(
-        prompt=max(p.prompt for p in found),
-        completion=max(p.completion for p in found),
-        request=max(p.request for p in found),
-        image=max(p.image for p in found),
-        web_search=max(p.web_search for p in found),
+        prompt=max(p.prompt for p in each),
+        completion=max(p.completion for p in each),
+        request=max(p.request for p in each),
+        image=max(p.image for p in each),
+        web_search=max(p.web_search for p in each),
         context_length=None if None in contexts else max(c for c in contexts if c is not None),
     )
 

@@ -39,7 +39,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from gate.books.accounts import Account
+from gate.books.accounts import Account, next_reset_at
 from gate.context import Gate
 from gate.core.clock import Clock, iso
 from gate.core.loops import SAME_REQUEST, Loop
@@ -222,10 +222,12 @@ class Alerter:
     def _pace_alert(self, agent_id: str, acct: Account) -> bool:
         """Whether the agent's pace (`gate.books.paces`) runs its budget out before the
         period resets; if so, said once, before any threshold need be reached."""
-        resets_at = self._gate.ledger.resets_at(agent_id)
-        if resets_at is None:  # `never`: there is no reset to run out before
+        reset = next_reset_at(acct, self._gate.ledger.now())  # the account was just rolled
+        if reset is None:  # `never`: there is no reset to run out before
             return False
-        forecast = self._gate.paces.forecast(agent_id, acct.remaining, resets_at)
+        if self._gate.paces.outlasts(agent_id, acct.remaining, reset):
+            return False  # the usual case, said without building a forecast
+        forecast = self._gate.paces.forecast_at(agent_id, acct.remaining, reset)
         if not forecast.before_reset or forecast.runs_out_at is None:
             return False
         self._fire(

@@ -72,6 +72,7 @@ class Metrics:
         # and models, else "unknown"/"other"), so these stay small.
         self._children: dict[tuple[str, str, str, str, int], Counter] = {}
         self._answers: dict[int, Counter] = {}
+        self._spend: dict[tuple[str, str], Counter] = {}
         self._stream_latency = self.latency.labels("true")
         self._json_latency = self.latency.labels("false")
         self.first_chunk = Histogram(
@@ -114,7 +115,10 @@ class Metrics:
             counter = self._children[labels] = self.requests.labels(*labels[:4], str(status))
         counter.inc()
         if cost:
-            self.spend.labels(agent, model_label).inc(finite_float(cost) or 0.0)
+            spend = self._spend.get((agent, model_label))
+            if spend is None:
+                spend = self._spend[agent, model_label] = self.spend.labels(agent, model_label)
+            spend.inc(finite_float(cost) or 0.0)
         (self._stream_latency if stream else self._json_latency).observe(seconds)
 
     def upstream_answer(self, status: int, seconds: float) -> None:

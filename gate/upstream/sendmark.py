@@ -12,8 +12,7 @@ request; the request waits for it only as long as for its hold line.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 
 import aiohttp
@@ -54,14 +53,20 @@ class SendMarkConnector(aiohttp.TCPConnector):
         return conn
 
 
-@contextlib.contextmanager
-def sending(before_send: BeforeSend | None) -> Iterator[None]:
-    """Within: the connector runs `before_send` for the request being made."""
-    token = _BEFORE_SEND.set(before_send)
-    try:
-        yield
-    finally:
-        _BEFORE_SEND.reset(token)
+class sending:
+    """Within: the connector runs `before_send` for the request being made. A class,
+    not a generator: one is entered for every request."""
+
+    __slots__ = ("_before_send", "_token")
+
+    def __init__(self, before_send: BeforeSend | None) -> None:
+        self._before_send = before_send
+
+    def __enter__(self) -> None:
+        self._token = _BEFORE_SEND.set(self._before_send)
+
+    def __exit__(self, *_: object) -> None:
+        _BEFORE_SEND.reset(self._token)
 
 
 def before_send(ledger: SpendStore, hold: Hold) -> BeforeSend:
