@@ -15,7 +15,7 @@ from aiohttp import web
 
 from gate.app import create_app
 from gate.books.loglock import SpendLogBusy
-from gate.books.redis_store import SpendStoreStartError
+from gate.books.store import SpendStoreStartError
 from gate.cli.commands import SUBCOMMANDS, add_config_arg
 from gate.config import ConfigError, GateConfig, LimitsConfig, load_config
 from gate.context import GATE, secrets_of

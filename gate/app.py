@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import web
@@ -13,7 +14,6 @@ from aiohttp import web
 from gate.books.opening import open_store
 from gate.books.paces import Paces
 from gate.books.reconcile import reconcile_open_holds, recover_expired_holds
-from gate.books.redis_limits import RedisWindows
 from gate.books.refusals import flush_every
 from gate.books.spendlog import SpendLog
 from gate.books.store import Sharing
@@ -25,7 +25,6 @@ from gate.http.apis import for_path
 from gate.http.dashboard import add_dashboard
 from gate.http.errors import SERVER_ERROR, GateError, type_for_status
 from gate.http.limits import RateLimits
-from gate.http.limits_shared import SharedLimits
 from gate.http.openapi import openapi
 from gate.http.origin import door_middleware
 from gate.http.surface import add_inference_routes
@@ -36,6 +35,9 @@ from gate.upstream.client import Upstream
 from gate.upstream.keystatus import KeyStatus
 from gate.upstream.prices import PriceTable
 from gate.upstream.sendmark import SendMarkConnector
+
+if TYPE_CHECKING:
+    from gate.http.limits_shared import SharedLimits
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +138,10 @@ def _shared_limits(sharing: Sharing | None) -> SharedLimits | None:
     """On a shared store the rate limits are counted there, shared by every instance."""
     if sharing is None:
         return None
+    # Loaded here, with the shared store: a gate on the JSONL store never loads redis
+    from gate.books.redis_limits import RedisWindows
+    from gate.http.limits_shared import SharedLimits
+
     return SharedLimits(RedisWindows(sharing.client), sharing.key_prefix, open=sharing.fail_open)
 
 

@@ -10,9 +10,13 @@ only and do not count.
 from __future__ import annotations
 
 import ast
+import asyncio
+import sys
 from pathlib import Path
 
 import pytest
+
+from .support import raw_config, write_config
 
 GATE = Path(__file__).resolve().parent.parent / "gate"
 # subpackage -> the gate subpackages it may import at run time
@@ -84,9 +88,7 @@ def _protocol_members() -> set[str]:
 
     tree = ast.parse((GATE / "books" / "store.py").read_text())
     (proto,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "SpendStore"]
-    names = {
-        n.name for n in proto.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)
-    }
+    names = {n.name for n in proto.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)}
     names |= {n.target.id for n in proto.body if isinstance(n, ast.AnnAssign)}  # type: ignore[union-attr]
     assert names and SpendStore.__name__ == "SpendStore"
     return names
@@ -139,3 +141,46 @@ def test_the_composition_root_does_not_branch_on_the_store_type() -> None:
     source = (GATE / "app.py").read_text()
     assert "RedisLedger" not in source and "Ledger(" not in source
     assert "isinstance(ledger" not in source
+
+
+STARTED_MODULES = """
+import asyncio, sys
+from pathlib import Path
+from aiohttp.test_utils import TestClient, TestServer
+from gate.app import create_app
+from gate.config import load_config
+
+AGENT = {"X-Agent-ID": "agent-1", "Authorization": "Bearer sk-or-v1-test"}
+
+async def main() -> None:
+    app = create_app(load_config(Path(sys.argv[1]), {}))
+    async with TestClient(TestServer(app)) as client:
+        assert (await client.get("/api/health")).status == 200
+        chat = {"messages": [{"role": "user", "content": "hi"}]}
+        answer = await client.post("/v1/chat/completions", json=chat, headers=AGENT)
+        assert answer.status == 200, await answer.text()
+    print(" ".join(sorted({m.split(".")[0] for m in sys.modules})))
+
+asyncio.run(main())
+"""
+
+
+async def test_a_gate_on_the_jsonl_store_never_loads_redis_or_asyncpg(mock, tmp_path: Path) -> None:
+    """The Redis client is ~11 MB of a running gate's memory and asyncpg ~3 MB: a gate
+    on the JSONL store without a Postgres sink, started and answering, loads neither
+    (they come with `spend_store: {backend: redis}` and a sink that asks for them)."""
+    config = write_config(tmp_path / "gate.yaml", raw_config(tmp_path, mock.base_url))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        STARTED_MODULES,
+        str(config),
+        cwd=GATE.parent,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # the mock answers on this loop meanwhile
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    loaded = set(out.decode().split())
+    assert {"aiohttp", "gate", "orjson"} <= loaded  # it did start and answer
+    assert not loaded & {"redis", "asyncpg", "hiredis"}

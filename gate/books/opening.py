@@ -10,8 +10,6 @@ from pathlib import Path
 
 from gate.books.ledger import Ledger
 from gate.books.logscan import last_snapshot_offset, read_records
-from gate.books.redis_connect import redacted
-from gate.books.redis_store import RedisLedger
 from gate.books.spendlog import SpendLog
 from gate.books.store import SpendStore
 from gate.config import GateConfig
@@ -24,6 +22,10 @@ SNAPSHOT_AT_START = 1000  # replayed more lines than this: write a snapshot once
 
 async def open_store(cfg: GateConfig, spend_log: SpendLog, clock: Clock) -> SpendStore:
     if cfg.spend_store.backend == "redis":
+        # Loaded only here: redis is ~11 MB of a gate's memory that the JSONL store never needs
+        from gate.books.redis_connect import redacted
+        from gate.books.redis_store import RedisLedger
+
         shared = RedisLedger(cfg.agents, spend_log, clock, cfg.spend_store)
         await shared.start()
         log.info("spend store: %s, shared by every instance on it", redacted(shared.store.url))

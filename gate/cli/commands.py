@@ -11,11 +11,8 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from redis.exceptions import RedisError
-
-from gate.books import compact, redis_rebuild
+from gate.books import compact
 from gate.books.loglock import SpendLogBusy
-from gate.books.redis_connect import redacted
 from gate.cli import report
 from gate.config import ConfigError, GateConfig, load_config
 from gate.core.scrub import scrub
@@ -152,6 +149,11 @@ def store_rebuild_main(argv: Sequence[str], env: Mapping[str, str]) -> int:
         if not path.is_file():
             print(f"gate: {path}: no such spend log", file=sys.stderr)
             return 2
+    from redis.exceptions import RedisError  # the Redis store's, loaded for it alone
+
+    from gate.books import redis_rebuild
+    from gate.books.redis_connect import redacted
+
     try:
         done = asyncio.run(redis_rebuild.rebuild(cfg, args.log, force=args.force))
     except redis_rebuild.RebuildRefused as err:

@@ -18,7 +18,6 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from gate.books.accounts import Account
-from gate.books.redis_limits import Check
 from gate.books.store import SpendStore
 from gate.config import AgentPolicy, GateConfig, LimitsConfig
 from gate.core.clock import Clock, iso, utc_now
@@ -26,10 +25,10 @@ from gate.core.periods import period_end
 from gate.core.ratelimit import Entry, Window, duration
 from gate.http.demand import Demand
 from gate.http.errors import RATE_LIMITED, GateError
-from gate.http.limits_shared import SharedLimits, SharedTicket, shared_headers, wait_seconds
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the shared windows are loaded with the Redis store, never before
     from gate.context import Gate
+    from gate.http.limits_shared import SharedLimits, SharedTicket
 
 FREE_SUFFIX = ":free"
 KINDS = ("requests", "tokens")
@@ -86,7 +85,7 @@ class RateLimits:
             completion = config.holds.default_max_tokens
         estimate = demand.prompt_tokens + completion
         if self.shared is not None:
-            ticket = await self._admit_shared(agent_id, rpm, tpm, free, estimate, now)
+            ticket = await self.shared.ticket(agent_id, rpm, tpm, free, estimate, now)
             if ticket is not None:
                 return ticket
         checks: list[tuple[str, Window, int, int]] = []
@@ -100,37 +99,10 @@ class RateLimits:
         blocked = [x for x in late if x[0] > 0]
         if blocked:
             wait = max(x[0] for x in blocked)
-            raise _refusal(agent_id, blocked, wait, _headers(checks, now, 0))
+            raise refusal(agent_id, blocked, wait, _headers(checks, now, 0))
         counted = [(w, w.add(now, n)) for _, w, _, n in checks]
         tokens = counted[1 if rpm else 0] if tpm else None
         return Ticket(counted, tokens, _headers(checks, now, 1))
-
-    async def _admit_shared(
-        self, agent_id: str, rpm: int, tpm: int, free: int, estimate: int, now: float
-    ) -> Ticket | None:
-        """The same checks in the windows every instance shares: one ADMIT call. None:
-        Redis is away and the store is open (this instance's windows decide)."""
-        shared = self.shared
-        assert shared is not None
-        wanted = [("requests", rpm, 1), ("tokens", tpm, estimate), (FREE_SUFFIX, free, 1)]
-        used = [(name, limit, n) for name, limit, n in wanted if limit]
-        checks = [Check(shared.prefix + _key(name, agent_id), lim, n) for name, lim, n in used]
-        answer = await shared.admit(checks, round(now * 1000))
-        if answer is None:
-            return None
-        counted, entry_id = answer
-        names, limits = [u[0] for u in used], [u[1] for u in used]
-        if counted.blocked:
-            blocked = [
-                (w / 1000, name, limit)
-                for w, (name, limit, _) in zip(counted.waits_ms, used, strict=True)
-                if w > 0
-            ]
-            headers = shared_headers(names, limits, counted, False)
-            raise _refusal(agent_id, blocked, wait_seconds(counted), headers)
-        tokens = names.index("tokens") if tpm else None
-        ticket = SharedTicket(shared, entry_id, checks, [c.amount for c in checks], tokens)
-        return Ticket([], None, shared_headers(names, limits, counted, True), ticket)
 
     def _may_use_free(self, ledger: SpendStore, policy: AgentPolicy) -> bool:
         """Whether the agent's current tier may send the request to a `:free` model.
@@ -148,7 +120,7 @@ class RateLimits:
         """On the Redis store: read every instance's counts, for `view`."""
         if self.shared is not None:
             keys = [
-                self.shared.prefix + _key(name, policy.agent_id)
+                self.shared.prefix + shared_key(name, policy.agent_id)
                 for policy in policies
                 for name, limit in zip(KINDS, limits_of(policy, cfg), strict=True)
                 if limit
@@ -165,7 +137,7 @@ class RateLimits:
             remaining: int | None = None
             reset: float | None = None
             if limit and self.shared is not None:
-                key = self.shared.prefix + _key(name, policy.agent_id)
+                key = self.shared.prefix + shared_key(name, policy.agent_id)
                 used, empty_at = self.shared.seen.get(key, (0, 0))
                 remaining, reset = max(limit - used, 0), max(empty_at / 1000 - now, 0.0)
             elif limit:
@@ -178,7 +150,7 @@ class RateLimits:
         return out
 
 
-def _key(name: str, agent_id: str) -> str:
+def shared_key(name: str, agent_id: str) -> str:
     """A shared window's key under the store's prefix."""
     return "limit:free" if name == FREE_SUFFIX else f"limit:{name}:{agent_id}"
 
@@ -207,7 +179,7 @@ def _headers(checks: list[tuple[str, Window, int, int]], now: float, added: int)
     return out
 
 
-def _refusal(
+def refusal(
     agent_id: str, blocked: list[tuple[float, str, int]], wait: float, headers: dict[str, str]
 ) -> GateError:
     what = ", ".join(

@@ -17,6 +17,7 @@ from redis.exceptions import RedisError
 from gate.books.redis_limits import Check, Counted, RedisWindows
 from gate.core.ratelimit import duration
 from gate.http.errors import store_unavailable
+from gate.http.limits import FREE_SUFFIX, Ticket, refusal, shared_key
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,31 @@ class SharedLimits:
         except (RedisError, OSError):
             return
         self.seen.update(zip(keys, usage, strict=True))
+
+    async def ticket(
+        self, agent_id: str, rpm: int, tpm: int, free: int, estimate: int, now: float
+    ) -> Ticket | None:
+        """`RateLimits.admit`'s checks in the windows every instance shares: one ADMIT
+        call. None: Redis is away and the store is open (this instance's windows decide)."""
+        wanted = [("requests", rpm, 1), ("tokens", tpm, estimate), (FREE_SUFFIX, free, 1)]
+        used = [(name, limit, n) for name, limit, n in wanted if limit]
+        checks = [Check(self.prefix + shared_key(name, agent_id), lim, n) for name, lim, n in used]
+        answer = await self.admit(checks, round(now * 1000))
+        if answer is None:
+            return None
+        counted, entry_id = answer
+        names, limits = [u[0] for u in used], [u[1] for u in used]
+        if counted.blocked:
+            blocked = [
+                (w / 1000, name, limit)
+                for w, (name, limit, _) in zip(counted.waits_ms, used, strict=True)
+                if w > 0
+            ]
+            headers = shared_headers(names, limits, counted, False)
+            raise refusal(agent_id, blocked, wait_seconds(counted), headers)
+        tokens = names.index("tokens") if tpm else None
+        ticket = SharedTicket(self, entry_id, checks, [c.amount for c in checks], tokens)
+        return Ticket([], None, shared_headers(names, limits, counted, True), ticket)
 
     def spawn(self, work: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.ensure_future(work)
