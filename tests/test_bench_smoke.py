@@ -242,3 +242,14 @@ def test_wrk_summary_is_parsed() -> None:
     result = parse(out, 0.25)
     assert (result.requests, result.seconds, result.errors) == (1234, 1.0, 3)
     assert (result.p50_ms, result.p99_ms, result.client_cpu_seconds) == (1.5, 9.0, 0.25)
+
+
+def test_the_instruction_count_is_read_from_callgrinds_last_words() -> None:
+    """`bench.instructions` (too slow for the suite: valgrind) reads the count callgrind
+    prints at exit; no count is an error, never a zero."""
+    from bench.instructions import collected
+
+    stderr = b"==123== Events    : Ir\n==123== Collected : 3645209117\n==123==\n"
+    assert collected(stderr) == 3_645_209_117
+    with pytest.raises(RuntimeError, match="no count"):
+        collected(b"==123== valgrind: the process was killed\n")
