@@ -18,7 +18,8 @@ from .support import agent, chat, raw_config, spend_lines, write_config
 TOKEN = "adm-lines-0123456789"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 CHAT = "/v1/chat/completions"
-WRITTEN = {"ts", "event", "cost", "cost_source", "budget_remaining"}  # on every request line
+# on every request line (SPEC's fields)
+WRITTEN = {"ts", "event", "cost", "cost_source", "budget_remaining", "latency_ms"}
 
 
 def conforms(line: dict[str, Any]) -> str | None:

@@ -171,6 +171,7 @@ async def test_a_hold_whose_request_reached_upstream_is_charged_the_hold(tmp_pat
         for line in recovered:
             assert line["recovered"] is True and line["cost_source"] == "hold", line
             assert Decimal(str(line["cost"])) == held[line["request_id"]] > 0
+            assert line["latency_ms"] is None  # SPEC's field on every request line: unknown
         assert spent == sum(held.values())
     finally:
         for call in calls:

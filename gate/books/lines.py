@@ -75,7 +75,7 @@ class RequestLine(TypedDict):
     cost: NotRequired[Decimal]
     cost_source: NotRequired[str]  # usage | price_table | generation | hold | none
     budget_remaining: NotRequired[Decimal | None]
-    latency_ms: NotRequired[float]
+    latency_ms: NotRequired[float | None]  # None: not measured (settled after a crash)
     task_id: NotRequired[str]
     # Present when they apply:
     client_status: NotRequired[int]  # the status the client got, where it differs (Codex 429)
@@ -296,6 +296,7 @@ def settled(
     line["agent_id"] = hold.agent_id
     line["cost"] = cost
     line["budget_remaining"] = remaining
+    line.setdefault("latency_ms", None)  # on every request line (SPEC), even a recovered one
     if hold.task_id is not None:
         line["task_id"] = hold.task_id
 
