@@ -58,6 +58,7 @@ e2e: $(STAMP) $(E2E_STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check gate mock_upstream tests scripts bench
+	$(VENV)/bin/ruff format --check gate mock_upstream tests scripts bench
 	$(VENV)/bin/mypy
 
 clean:

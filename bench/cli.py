@@ -44,9 +44,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--loop", choices=("asyncio", "uvloop"), help="event loop for gate and floor (GATE_LOOP)"
     )
-    parser.add_argument(
-        "--gc", choices=("freeze", "python"), help="the gate's gc policy (GATE_GC)"
-    )
+    parser.add_argument("--gc", choices=("freeze", "python"), help="the gate's gc policy (GATE_GC)")
     return parser.parse_args(argv)
 
 

@@ -174,9 +174,7 @@ class Bench:
         await self._fresh_mock()
         return await work()
 
-    async def gate_run(
-        self, cursor: LogReader, label: str, work: Callable[[], Awaitable[T]]
-    ) -> T:
+    async def gate_run(self, cursor: LogReader, label: str, work: Callable[[], Awaitable[T]]) -> T:
         await self._fresh_mock()
         cursor.mark()
         result = await work()

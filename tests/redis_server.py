@@ -44,10 +44,14 @@ class RedisServer:
         with self.log.open("ab") as out:
             self.proc = await asyncio.create_subprocess_exec(
                 self.binary,
-                "--save", "",
-                "--appendonly", "no",
-                "--port", str(self.port),
-                "--bind", "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
                 stdout=out,
                 stderr=out,
             )

@@ -331,7 +331,10 @@ async def test_a_refused_webhook_is_not_retried_and_no_url_means_listed_only(
     await receiver.wait(1)
     first, second = await listed(client)
     assert (first["delivery"], first["attempts"], first["error"]) == (
-        "failed", 1, "webhook answered 404")
+        "failed",
+        1,
+        "webhook answered 404",
+    )
     assert second["delivery"] == "sent"
     await client.close()
 
@@ -373,14 +376,16 @@ def test_alert_settings_are_read_and_checked(tmp_path: Path) -> None:
 
     cfg = parse({}).alerts
     assert (cfg.spent_fractions, cfg.timeout_seconds, cfg.format) == (
-        (Decimal("0.5"), Decimal("0.8")), 5.0, "slack")
+        (Decimal("0.5"), Decimal("0.8")),
+        5.0,
+        "slack",
+    )
     cfg = parse({"spent_fractions": [0.9, 0.25, 0.9], "rate_limit_storm_count": 5}).alerts
     assert cfg.spent_fractions == (Decimal("0.25"), Decimal("0.9"))
     assert cfg.rate_limit_storm_count == 5
     assert parse({"spent_fractions": []}).alerts.spent_fractions == ()
     with pytest.raises(ConfigError) as err:
-        parse({"spent_fractions": [0, 1.5, "x"], "timeout_seconds": 0,
-               "rate_limit_storm_count": 0})
+        parse({"spent_fractions": [0, 1.5, "x"], "timeout_seconds": 0, "rate_limit_storm_count": 0})
     assert err.value.problems == [
         "cost_routing.alerts.spent_fractions[0]: must be greater than 0",
         "cost_routing.alerts.spent_fractions[1]: must be within 0..1",

@@ -37,9 +37,7 @@ def named_holds(log: Path) -> dict[str, str]:
 
 async def test_kill_9_mid_stream_recovers_every_api_at_its_real_cost(tmp_path: Path) -> None:
     mock = await start_mock(tmp_path)
-    raw = raw_config(
-        tmp_path, mock.url + "/api/v1", agents={"agent-1": agent(50)}, admin_token="t"
-    )
+    raw = raw_config(tmp_path, mock.url + "/api/v1", agents={"agent-1": agent(50)}, admin_token="t")
     cfg = write_config(tmp_path / "gate.json", raw)
     log = tmp_path / "spend.jsonl"
     gate = await start_gate(cfg, tmp_path)

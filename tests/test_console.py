@@ -158,12 +158,23 @@ def test_next_delay_doubles_up_to_sixteen_intervals() -> None:
     ("document", "expected"),
     [
         ({"budgets": {}}, {}),
-        ({"budgets": {"a": {"budget_total": 5}, "b": {"budget_total": 0.25}}},
-         {"a": Decimal(5), "b": Decimal("0.25")}),
+        (
+            {"budgets": {"a": {"budget_total": 5}, "b": {"budget_total": 0.25}}},
+            {"a": Decimal(5), "b": Decimal("0.25")},
+        ),
         # entries of the wrong shape are skipped, the rest applied
-        ({"budgets": {"a": {"budget_total": -1}, "b": {"budget_total": "7"}, "c": 3,
-                      "d": {"budget_total": True}, "e": {"budget_total": 1}}},
-         {"e": Decimal(1)}),
+        (
+            {
+                "budgets": {
+                    "a": {"budget_total": -1},
+                    "b": {"budget_total": "7"},
+                    "c": 3,
+                    "d": {"budget_total": True},
+                    "e": {"budget_total": 1},
+                }
+            },
+            {"e": Decimal(1)},
+        ),
     ],
 )
 def test_budget_answers(document: Any, expected: dict[str, Decimal]) -> None:

@@ -91,13 +91,21 @@ async def test_the_gates_own_origin_passes(gate, mock) -> None:
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("GET", "/api/health"), ("GET", "/v1/models"), ("GET", "/"), ("GET", "/metrics"),
-     ("GET", "/api/spend"), ("POST", CHAT)],
+    [
+        ("GET", "/api/health"),
+        ("GET", "/v1/models"),
+        ("GET", "/"),
+        ("GET", "/metrics"),
+        ("GET", "/api/spend"),
+        ("POST", CHAT),
+    ],
 )
 async def test_a_rebinding_host_is_refused(gate, mock, method, path) -> None:
     before = state_of(gate)
     resp = await gate.request(
-        method, path, json=chat() if method == "POST" else None,
+        method,
+        path,
+        json=chat() if method == "POST" else None,
         headers={"Host": f"rebind.evil.example:{gate.port}"},
     )
     await assert_refused(gate, mock, resp, 403)
@@ -147,7 +155,9 @@ def test_the_shipped_config_requires_agent_keys_from_the_environment() -> None:
     cfg = load_config(path, env | keys)
     assert cfg.require_agent_keys is True
     assert {a: p.api_key for a, p in cfg.agents.items()} == {
-        "agent-1": "k1", "agent-2": "k2", "default": "k3"
+        "agent-1": "k1",
+        "agent-2": "k2",
+        "default": "k3",
     }
 
 

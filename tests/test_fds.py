@@ -60,9 +60,7 @@ async def test_idle_connections_leave_room_for_a_real_request(tmp_path: Path) ->
     mock = await start_mock(tmp_path)
     socks: list[socket.socket] = []
     try:
-        raw = raw_config(
-            tmp_path, mock.url + "/api/v1", limits={"max_connections_per_client": 16}
-        )
+        raw = raw_config(tmp_path, mock.url + "/api/v1", limits={"max_connections_per_client": 16})
         gate = await start_gate(
             write_config(tmp_path / "gate.yaml", raw), tmp_path, preexec_fn=_low_fd_limit
         )
@@ -129,8 +127,7 @@ async def test_connections_over_the_caps_are_closed_when_accepted() -> None:
         await site.start()
         host, port = runner.addresses[0][:2]
         held = [
-            await asyncio.open_connection(host, port, local_addr=("127.0.0.2", 0))
-            for _ in range(3)
+            await asyncio.open_connection(host, port, local_addr=("127.0.0.2", 0)) for _ in range(3)
         ]
         assert not await served(host, port, "127.0.0.2")  # that client's share is used
         assert await served(host, port, "127.0.0.3")  # another client is served

@@ -346,9 +346,7 @@ def first_hold(body: dict[str, Any]) -> int:
         # 50 results at $4 per 1000, and a native search (no web_search price: the default)
         (
             {"plugins": WEB},
-            lambda body: (
-                P * first_hold(body) + 10 * C + 50 * WEB_RESULT_USD + 5 * WEB_RESULT_USD
-            ),
+            lambda body: P * first_hold(body) + 10 * C + 50 * WEB_RESULT_USD + 5 * WEB_RESULT_USD,
         ),
         # an image by URL: the tokens one image may be billed as, not its URL's bytes
         (

@@ -163,9 +163,7 @@ def test_snapshot_offset_of_a_log_without_one_is_zero(tmp_path: Path) -> None:
 
 
 def test_iso_timestamps_are_utc_with_z() -> None:
-    assert (
-        clock_module.iso(datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)) == "2026-01-02T03:04:05.000Z"
-    )
+    assert clock_module.iso(datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)) == "2026-01-02T03:04:05.000Z"
     assert clock_module.parse_ts("2026-01-02T03:04:05.000Z") == datetime(
         2026, 1, 2, 3, 4, 5, tzinfo=UTC
     )

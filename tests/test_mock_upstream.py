@@ -649,8 +649,14 @@ async def test_console_mode_serves_budgets_and_keeps_snapshots(
     # the console's calls are not OpenRouter's: they stay out of the request log
     assert not log_path.exists() or "/api/gate/" not in log_path.read_text()
 
-    for bad in ({"faults": [200]}, {"faults": "503"}, {"budgets": []}, {"other": 1},
-                {"expected_key": 5}, [1]):
+    for bad in (
+        {"faults": [200]},
+        {"faults": "503"},
+        {"budgets": []},
+        {"other": 1},
+        {"expected_key": 5},
+        [1],
+    ):
         assert (await client.post("/_mock/console", json=bad)).status == 400, bad
     resp = await client.post("/_mock/console", json={"reset": True})
     assert (await resp.json())["snapshots"] == [] and state.console.expected_key is None

@@ -84,8 +84,13 @@ class Cluster:
 
 async def run(*args: str) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gate", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=ROOT,
+        sys.executable,
+        "-m",
+        "gate",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        cwd=ROOT,
     )
     out, _ = await proc.communicate()
     return proc.returncode or 0, out.decode()
@@ -142,8 +147,7 @@ async def test_200_requests_across_two_instances_at_one_budget_edge(cluster: Clu
         assert resp.status == 200
     rng = random.Random(7)
     bodies = [
-        chat("edge?", stream=i % 2 == 0, max_tokens=rng.choice([8, 16, 32, 64]))
-        for i in range(200)
+        chat("edge?", stream=i % 2 == 0, max_tokens=rng.choice([8, 16, 32, 64])) for i in range(200)
     ]
     started = time.perf_counter()
     results = await asyncio.gather(
@@ -170,9 +174,7 @@ async def test_200_requests_across_two_instances_at_one_budget_edge(cluster: Clu
     # What both instances committed (spent + held) at any moment, replayed from their
     # logs in time order: the shared cap held across instances, not just per instance.
     committed, peak, open_holds = Decimal(0), Decimal(0), {}
-    merged = sorted(
-        (r for n in ("a", "b") for r in spend_lines(c.log(n))), key=lambda r: r["ts"]
-    )
+    merged = sorted((r for n in ("a", "b") for r in spend_lines(c.log(n))), key=lambda r: r["ts"])
     for r in merged:
         if r["event"] == "hold" and "generation_id" not in r:
             open_holds[r["request_id"]] = Decimal(str(r["held"]))
@@ -270,8 +272,13 @@ async def test_redis_stopped_and_started_empty_during_traffic(cluster: Cluster) 
         await asyncio.sleep(POLL)
     assert status == 503 and b"store-rebuild" in body, body  # never starts from zero
     code, out = await run(
-        "store-rebuild", "--config", str(c.configs["a"]),
-        "--log", str(c.log("a")), "--log", str(c.log("b")),
+        "store-rebuild",
+        "--config",
+        str(c.configs["a"]),
+        "--log",
+        str(c.log("a")),
+        "--log",
+        str(c.log("b")),
     )
     assert code == 0, out
     before = len(statuses)

@@ -261,12 +261,15 @@ async def test_a_rebuild_puts_a_request_before_a_reset_of_the_same_millisecond(
     tmp_path: Path, redis_server: RedisServer
 ) -> None:
     def line(ts: str, event: str, **fields: Any) -> str:
-        return json.dumps({"ts": f"2026-01-15T12:00:00.{ts}Z", "event": event, "agent_id": "a",
-                           **fields}) + "\n"
+        return (
+            json.dumps(
+                {"ts": f"2026-01-15T12:00:00.{ts}Z", "event": event, "agent_id": "a", **fields}
+            )
+            + "\n"
+        )
 
     (tmp_path / "a.jsonl").write_text(
-        line("000", "request", request_id="r1", cost="0.001")
-        + line("500", "reset", reason="admin")
+        line("000", "request", request_id="r1", cost="0.001") + line("500", "reset", reason="admin")
     )
     (tmp_path / "b.jsonl").write_text(
         line("500", "request", request_id="r2", cost="0.002")  # same ms as a's reset

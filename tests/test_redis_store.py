@@ -102,9 +102,7 @@ async def test_two_instances_never_hold_past_the_cap(
     clock = Clock()
     await initialise(tmp_path, redis_server, clock)
     one, two = await open_ledger("one", clock), await open_ledger("two", clock)
-    holds = await asyncio.gather(
-        *(reserve(one if i % 2 else two, f"req-{i}") for i in range(60))
-    )
+    holds = await asyncio.gather(*(reserve(one if i % 2 else two, f"req-{i}") for i in range(60)))
     placed = [h for h in holds if h is not None]
     assert 0 < len(placed) < 60
     assert sum(h.amount for h in placed) <= BUDGET  # the script's check: never past the cap
@@ -200,7 +198,8 @@ async def test_an_empty_redis_refuses_to_start_and_is_rebuilt_from_the_logs(
     with pytest.raises(SpendStoreError, match="store-rebuild"):
         await reserve(one, "req-refused")
     done = await rebuild(
-        store_config(tmp_path, redis_server, "x"), [tmp_path / "one.jsonl", tmp_path / "two.jsonl"],
+        store_config(tmp_path, redis_server, "x"),
+        [tmp_path / "one.jsonl", tmp_path / "two.jsonl"],
         clock=clock,
     )
     assert done.spent == {"a": Decimal("0.006")}

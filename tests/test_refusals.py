@@ -110,9 +110,16 @@ def test_readers_of_the_log_ignore_the_refusals_line(tmp_path: Path) -> None:
     counted = tally.take("2026-11-02T10:01:00.000Z")
     assert counted is not None and tally.take("x") is None
     request = {
-        "ts": "2026-11-02T10:00:30.000Z", "event": "request", "request_id": "r1",
-        "agent_id": "agent-1", "model": "m/x", "tier": "premium", "status": 200,
-        "prompt_tokens": 3, "completion_tokens": 4, "cost": 0.25,
+        "ts": "2026-11-02T10:00:30.000Z",
+        "event": "request",
+        "request_id": "r1",
+        "agent_id": "agent-1",
+        "model": "m/x",
+        "tier": "premium",
+        "status": 200,
+        "prompt_tokens": 3,
+        "completion_tokens": 4,
+        "cost": 0.25,
     }
     path = tmp_path / "spend.jsonl"
     rows = (counted, request, counted)

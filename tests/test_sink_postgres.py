@@ -289,8 +289,14 @@ async def test_a_restart_goes_on_from_the_cursor(start_gate, mock, tmp_path, dat
 
 
 async def test_the_gate_starts_and_serves_without_postgres(start_gate, mock, tmp_path):
-    dead = [{"type": "postgres", "dsn": "postgresql://postgres@127.0.0.1:1/none",
-             "retry_max_seconds": 0.2, "connect_timeout_seconds": 1}]
+    dead = [
+        {
+            "type": "postgres",
+            "dsn": "postgresql://postgres@127.0.0.1:1/none",
+            "retry_max_seconds": 0.2,
+            "connect_timeout_seconds": 1,
+        }
+    ]
     client = await start_gate(make_config(tmp_path, mock.base_url, sinks=dead))
     resp = await client.post(CHAT, json=chat(), headers={"X-Agent-ID": "agent-1"})
     assert resp.status == 200
@@ -320,8 +326,12 @@ def synthetic_log(path: Path, n: int, day: str = "2026-11-01") -> list[dict[str,
     for i in range(n):
         rid = f"req-{i:06d}"
         ts = f"{day}T00:{i // 60 % 60:02d}:{i % 60:02d}.000Z"
-        out.append(json.dumps({"ts": ts, "event": "hold", "request_id": rid, "agent_id": "a",
-                               "held": 0.01}, separators=(",", ":")))
+        out.append(
+            json.dumps(
+                {"ts": ts, "event": "hold", "request_id": rid, "agent_id": "a", "held": 0.01},
+                separators=(",", ":"),
+            )
+        )
         line = {
             "request_id": rid,
             "generation_id": f"gen-{i}",
@@ -345,8 +355,12 @@ def synthetic_log(path: Path, n: int, day: str = "2026-11-01") -> list[dict[str,
         out.append(json.dumps(line, separators=(",", ":")))
         if i == n // 2:
             out.append('{"ts":"2026-11-01T10:00:00.000Z","event":"request","request_id":"torn')
-            out.append(json.dumps({"ts": ts, "event": "budget", "agent_id": "a",
-                                   "budget_total": 9}, separators=(",", ":")))
+            out.append(
+                json.dumps(
+                    {"ts": ts, "event": "budget", "agent_id": "a", "budget_total": 9},
+                    separators=(",", ":"),
+                )
+            )
     path.write_text("\n".join(out) + '\n{"ts":"2026-11-01T11:00:00Z","event":"req')
     return [json.loads(json.dumps(x), parse_float=Decimal) for x in requests]
 

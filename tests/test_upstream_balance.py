@@ -19,9 +19,7 @@ ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 def config(tmp_path: Path, mock: Any, **openrouter: Any) -> Any:
     agents = {"agent-1": agent(50)}
     agents["agent-1"]["tiers"][2]["models"].append("x-ai/grok-4")  # upstream has no price
-    return make_config(
-        tmp_path, mock.base_url, agents, admin_token=TOKEN, openrouter=openrouter
-    )
+    return make_config(tmp_path, mock.base_url, agents, admin_token=TOKEN, openrouter=openrouter)
 
 
 async def upstream(client: Any) -> dict[str, Any]:
@@ -75,7 +73,11 @@ async def test_without_a_floor_or_a_key_of_its_own(start_gate, mock, tmp_path) -
 
 def test_parse_key() -> None:
     assert parse_key({"data": {"limit": None, "usage": 3.5}}) == {
-        "limit": None, "usage": Decimal("3.5"), "remaining": None, "is_free_tier": False}
+        "limit": None,
+        "usage": Decimal("3.5"),
+        "remaining": None,
+        "is_free_tier": False,
+    }
     assert parse_key({"data": {"limit": 10, "usage": 4}})["remaining"] == 6
     assert parse_key({"error": {"code": 401}}) is None
 
