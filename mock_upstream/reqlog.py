@@ -58,5 +58,8 @@ class RequestLog:
             "x_api_key": "***redacted***" if "x-api-key" in headers else None,
             "body": body,
         }
-        self._file.write(json.dumps(entry, ensure_ascii=False) + "\n")
+        text = json.dumps(entry, ensure_ascii=False)
+        if not text.isascii() and any("\ud800" <= c <= "\udfff" for c in text):
+            text = json.dumps(entry)  # a lone surrogate is no UTF-8: written as its escape
+        self._file.write(text + "\n")
         self._file.flush()

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from gate.books.spendlog import encode_line
-from gate.core.jsonfmt import _default, dumpb, dumps
+from gate.core.jsonfmt import _default, dumpb, dumps, loads
 
 SAMPLES: list[Any] = [
     {"ts": "2026-12-03T12:27:25.123Z", "cost": Decimal("0.000123"), "n": 3, "ok": True},
@@ -47,3 +47,11 @@ def test_non_finite_becomes_null_on_both_paths() -> None:
     value = {"a": float("inf"), "b": [Decimal("NaN"), 1], "c": Decimal("1E+400")}
     assert dumps(value) == '{"a":null,"b":[null,1],"c":null}'
     assert dumps(value, sort_keys=True) == '{"a":null,"b":[null,1],"c":null}'
+
+
+def test_reading_refuses_what_is_not_json_and_reads_half_an_emoji() -> None:
+    assert loads(b'{"a": "\\ud83d"}') == {"a": "\ud83d"}  # as json and JavaScript read it
+    assert dumpb({"a": "\ud83d"}) == b'{"a":"\\ud83d"}'  # and written back as it came
+    for raw in (b'{"a": NaN}', b'{"a": Infinity, "b": "\\ud83d"}', b"{"):
+        with pytest.raises(ValueError):
+            loads(raw)

@@ -5,8 +5,10 @@ a non-finite number (`Infinity`/`NaN` are not JSON: strict readers and the dashb
 orjson does the work on the request path (a spend-log line in ~1.3 us against ~6.6 with
 `json`, a 500 KB body ~60× faster to write and ~4× faster to read, each without
 stalling the loop for the other agents). What it cannot write (an integer past 64 bits)
-falls back to `json`, with the same compact output; reading is strict JSON: `NaN`,
-`Infinity` and lone surrogates are refused, as RFC 8259 says.
+falls back to `json`, with the same compact output. Reading refuses `NaN` and
+`Infinity` (not JSON, and OpenRouter's parser refuses them too) but reads a lone
+surrogate escape (`"\ud83d"`, half an emoji a model's answer was cut in) as `json` and
+JavaScript do, so an agent can send back what it was answered.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ import orjson
 
 log = logging.getLogger(__name__)
 
-JSONDecodeError = orjson.JSONDecodeError  # a ValueError
 _NEWLINE = orjson.OPT_APPEND_NEWLINE
 
 
@@ -84,14 +85,27 @@ def dumps(value: Any, *, sort_keys: bool = False) -> str:
 
 
 def loads(raw: bytes | str) -> Any:
-    """Strict JSON: raises JSONDecodeError (a ValueError) for anything else."""
-    return orjson.loads(raw)
+    """JSON, or a ValueError. orjson first; what it refuses but a lone surrogate (and
+    only that) is read by `json`, `NaN` and `Infinity` still refused."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        if "surrogate" not in str(exc):
+            raise
+    try:
+        return json.loads(raw, parse_constant=_not_json)
+    except RecursionError:
+        raise ValueError("depth limit exceeded") from None
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def decode_problem(exc: ValueError) -> str:
     """Why a body did not parse, in the words of the gate's 400s."""
-    text = str(exc)
-    if "UTF-8" in text or "surrogate" in text:
+    text = str(exc).lower()
+    if isinstance(exc, UnicodeDecodeError) or "utf-8" in text:
         return "request body is not UTF-8"
     if "depth limit" in text or "recursion" in text:
         return "request body is nested too deeply"
